@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka (KRaft) broker for development and tests.
+#
+#   kafka.sh fetch    download the broker jars into lib/ (idempotent, instant when done)
+#   kafka.sh up       fetch if needed, format on first use, start, wait until it serves
+#                     metadata, print the bootstrap address (127.0.0.1:PORT)
+#   kafka.sh down     stop it (SIGTERM, then SIGKILL after KAFKA_STOP_TIMEOUT s); idempotent
+#   kafka.sh status   exit 0 (and print the bootstrap) if it is running and serving
+#   kafka.sh logs     print the tail of the broker log
+#
+# Environment:
+#   KAFKA_PORT             client port (default 9092)
+#   KAFKA_CONTROLLER_PORT  KRaft controller port (default KAFKA_PORT+1)
+#   KAFKA_RUN_DIR          data, logs, pid (default deploy/kafka/run); one broker per run dir
+#   KAFKA_PARTITIONS       default partitions of auto-created topics (default 4)
+#   KAFKA_HEAP_OPTS        JVM heap (default "-Xms128m -Xmx512m")
+#   KAFKA_START_TIMEOUT    seconds `up` waits for readiness (default 60)
+#   KAFKA_STOP_TIMEOUT     seconds `down` waits after SIGTERM (default 30)
+#   KAFKA_WATCH_PID        if set, the broker is stopped when that process exits
+#                          (test sessions pass their own pid so no broker outlives them)
+#
+# Several brokers can run at once with different ports and run dirs. `up` on an
+# existing run dir keeps its data, so down + up is a broker restart.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+LIB="$HERE/lib"
+STAMP="$LIB/.complete"
+PYTHON="${KAFKA_PYTHON:-python3}"
+
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
+KAFKA_RUN_DIR="$(realpath -m "${KAFKA_RUN_DIR:-$HERE/run}")"
+KAFKA_PARTITIONS="${KAFKA_PARTITIONS:-4}"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
+KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
+KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
+
+PID_FILE="$KAFKA_RUN_DIR/kafka.pid"
+BOOTSTRAP_FILE="$KAFKA_RUN_DIR/bootstrap"
+DATA_DIR="$KAFKA_RUN_DIR/data"
+LOG_DIR="$KAFKA_RUN_DIR/logs"
+CONFIG="$KAFKA_RUN_DIR/server.properties"
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$1 not found on PATH ($2)"; }
+
+is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
+# --- fetch -------------------------------------------------------------------
+
+pom_stamp() { sha256sum "$HERE/pom.xml" | cut -d' ' -f1; }
+
+lib_complete() { [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(pom_stamp)" ]]; }
+
+cmd_fetch() {
+    lib_complete && return 0
+    need mvn "install Maven, e.g. apt-get install maven"
+    need java "install a JDK 17+, e.g. apt-get install openjdk-17-jdk-headless"
+    # Parallel `up`s (several test sessions) must not fetch into lib/ at the same time.
+    exec 9<"$HERE/pom.xml"
+    flock -w 900 9 || die "timed out waiting for another fetch to finish"
+    if ! lib_complete; then
+        rm -rf "$LIB"
+        mkdir -p "$LIB"
+        local log="$LIB/.fetch.log"
+        if ! mvn -q -B -f "$HERE/pom.xml" dependency:copy-dependencies -Dkafka.lib.dir="$LIB" >"$log" 2>&1; then
+            tail -n 30 "$log" >&2
+            die "fetching the Kafka jars with Maven failed (full log: $log)"
+        fi
+        ls "$LIB"/kafka_2.13-*.jar >/dev/null 2>&1 || die "Maven finished but no kafka_2.13 jar is in $LIB"
+        pom_stamp >"$STAMP"
+    fi
+    exec 9<&-
+}
+
+# --- process helpers ---------------------------------------------------------
+
+# The pid in the pid file, if that process is still our broker (guards against pid reuse).
+broker_pid() {
+    [[ -f "$PID_FILE" ]] || return 1
+    local pid
+    pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+    is_int "$pid" || return 1
+    [[ -r "/proc/$pid/cmdline" ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "kafka.Kafka $CONFIG" || return 1
+    echo "$pid"
+}
+
+stored_bootstrap() {
+    if [[ -f "$BOOTSTRAP_FILE" ]]; then cat "$BOOTSTRAP_FILE"; else echo "127.0.0.1:$KAFKA_PORT"; fi
+}
+
+serving() { "$PYTHON" "$HERE/probe.py" "$1"; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+log_tail() {
+    local f
+    for f in "$LOG_DIR/broker.out" "$LOG_DIR/server.log"; do
+        if [[ -s "$f" ]]; then
+            echo "---- tail of $f" >&2
+            tail -n "${1:-40}" "$f" >&2
+        fi
+    done
+}
+
+# --- up ----------------------------------------------------------------------
+
+render_config() {
+    sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+        -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+        -e "s|@KAFKA_DATA_DIR@|$DATA_DIR|g" \
+        -e "s|@KAFKA_PARTITIONS@|$KAFKA_PARTITIONS|g" \
+        "$HERE/server.properties.template" >"$CONFIG.tmp"
+    mv "$CONFIG.tmp" "$CONFIG"
+}
+
+java_cmd() {
+    # shellcheck disable=SC2086  # heap options are a word list on purpose
+    echo java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+        -Djava.awt.headless=true \
+        "-Dlog4j2.configurationFile=$HERE/log4j2.yaml" "-Dkafka.logs.dir=$LOG_DIR"
+}
+
+format_storage() {
+    local cluster_id
+    cluster_id="$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # shellcheck disable=SC2046
+    if ! $(java_cmd) -cp "$LIB/*" kafka.tools.StorageTool format \
+            --config "$CONFIG" --cluster-id "$cluster_id" --ignore-formatted \
+            >"$LOG_DIR/format.log" 2>&1; then
+        cat "$LOG_DIR/format.log" >&2
+        die "formatting $DATA_DIR failed"
+    fi
+}
+
+start_watchdog() {
+    local broker="$1" watch="$2"
+    # Detached, so it survives this script; it only ever signals the same broker process.
+    setsid bash -c '
+        b="$1"; w="$2"; cfg="$3"; grace="$4"
+        ours() { tr "\0" " " <"/proc/$b/cmdline" 2>/dev/null | grep -q -- "kafka.Kafka $cfg"; }
+        while kill -0 "$w" 2>/dev/null && ours; do sleep 1; done
+        ours || exit 0
+        kill -TERM "$b" 2>/dev/null || exit 0
+        for _ in $(seq "$grace"); do ours || exit 0; sleep 1; done
+        kill -KILL "$b" 2>/dev/null || true
+    ' watchdog "$broker" "$watch" "$CONFIG" "$KAFKA_STOP_TIMEOUT" </dev/null >/dev/null 2>&1 &
+}
+
+cmd_up() {
+    is_int "$KAFKA_PORT" || die "KAFKA_PORT must be a number, got '$KAFKA_PORT'"
+    is_int "$KAFKA_CONTROLLER_PORT" || die "KAFKA_CONTROLLER_PORT must be a number, got '$KAFKA_CONTROLLER_PORT'"
+    is_int "$KAFKA_PARTITIONS" && ((KAFKA_PARTITIONS > 0)) || die "KAFKA_PARTITIONS must be > 0"
+    need java "install a JDK 17+, e.g. apt-get install openjdk-17-jdk-headless"
+    need "$PYTHON" "used to probe the broker; set KAFKA_PYTHON"
+    cmd_fetch
+    mkdir -p "$DATA_DIR" "$LOG_DIR"
+
+    local pid bootstrap="127.0.0.1:$KAFKA_PORT"
+    if pid="$(broker_pid)"; then
+        bootstrap="$(stored_bootstrap)"
+        [[ "$bootstrap" == "127.0.0.1:$KAFKA_PORT" ]] \
+            || die "a broker is already running from $KAFKA_RUN_DIR on $bootstrap (pid $pid)"
+    else
+        rm -f "$PID_FILE"
+        port_in_use "$KAFKA_PORT" && die "port $KAFKA_PORT is already in use (set KAFKA_PORT)"
+        port_in_use "$KAFKA_CONTROLLER_PORT" \
+            && die "port $KAFKA_CONTROLLER_PORT is already in use (set KAFKA_CONTROLLER_PORT)"
+        render_config
+        [[ -f "$DATA_DIR/meta.properties" ]] || format_storage
+        echo "$bootstrap" >"$BOOTSTRAP_FILE"
+        : >"$LOG_DIR/broker.out"
+        # setsid: a Ctrl-C in the calling shell must not take the broker down;
+        # `bash -c exec` keeps the pid we record equal to the JVM's pid.
+        # shellcheck disable=SC2046
+        setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' start "$PID_FILE" \
+            $(java_cmd) -cp "$LIB/*" kafka.Kafka "$CONFIG" \
+            </dev/null >>"$LOG_DIR/broker.out" 2>&1 &
+        for _ in $(seq 50); do [[ -s "$PID_FILE" ]] && break; sleep 0.1; done
+        pid="$(cat "$PID_FILE" 2>/dev/null || true)"
+        is_int "$pid" || die "the broker did not start (no pid written to $PID_FILE)"
+        if [[ -n "${KAFKA_WATCH_PID:-}" ]]; then
+            is_int "$KAFKA_WATCH_PID" || die "KAFKA_WATCH_PID must be a pid"
+            start_watchdog "$pid" "$KAFKA_WATCH_PID"
+        fi
+    fi
+
+    local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+    until serving "$bootstrap"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log_tail
+            rm -f "$PID_FILE"
+            die "the broker exited during startup (logs in $LOG_DIR)"
+        fi
+        if ((SECONDS >= deadline)); then
+            log_tail
+            cmd_down >/dev/null 2>&1 || true
+            die "the broker did not serve metadata on $bootstrap within ${KAFKA_START_TIMEOUT}s (logs in $LOG_DIR)"
+        fi
+        sleep 0.2
+    done
+    echo "$bootstrap"
+}
+
+# --- down / status -----------------------------------------------------------
+
+cmd_down() {
+    local pid
+    if ! pid="$(broker_pid)"; then
+        rm -f "$PID_FILE"
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            echo "kafka.sh: broker $pid ignored SIGTERM for ${KAFKA_STOP_TIMEOUT}s, killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+            break
+        fi
+        sleep 0.1
+    done
+    rm -f "$PID_FILE"
+}
+
+cmd_status() {
+    local pid bootstrap
+    bootstrap="$(stored_bootstrap)"
+    if pid="$(broker_pid)" && serving "$bootstrap"; then
+        echo "running $bootstrap (pid $pid, run dir $KAFKA_RUN_DIR)"
+        return 0
+    fi
+    if [[ -n "${pid:-}" ]]; then
+        echo "starting or unhealthy: pid $pid is not serving $bootstrap"
+    else
+        echo "stopped ($KAFKA_RUN_DIR)"
+    fi
+    return 1
+}
+
+case "${1:-}" in
+    fetch) cmd_fetch ;;
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    logs) log_tail "${2:-100}" ;;
+    *)
+        echo "usage: $0 {fetch|up|down|status|logs}" >&2
+        exit 2
+        ;;
+esac

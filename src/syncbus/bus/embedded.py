@@ -1,0 +1,530 @@
+"""The embedded bus: a durable, append-only log in one SQLite file.
+
+It is the default so that syncbus runs with no broker. Design choices:
+
+* **Durability.** The file is in WAL mode with ``synchronous=FULL``: every
+  commit fsyncs the WAL, so once ``publish`` returns the record survives a
+  power loss, not just a process crash. ``NORMAL`` would only sync at
+  checkpoints and could lose the last records after a power cut, while the
+  HTTP ingress has already answered 202 ("durably on the bus"). The fsync
+  cost is paid once per *group* of publishes, see below.
+* **Group commit.** Every write (publishes and offset commits) is queued; one
+  writer thread with its own connection takes everything that queued while
+  the previous transaction ran and writes it in one transaction. Each caller's
+  future resolves only after that commit. The event loop never runs SQLite.
+* **Offsets.** One partition per topic (partition 0); offsets 0, 1, 2, ... The
+  high-water mark lives in table ``topics`` (not ``MAX(offset)``), so a future
+  retention job may delete old log rows without offsets ever being reused.
+* **Consumers.** ``offsets(group, topic, partition, next_offset)`` holds the
+  committed position of each group; each group sees every record. Within one
+  process, a (group, topic) is owned by one consumer at a time (like a Kafka
+  group whose topic has one partition); when the owner stops, another
+  consumer of the group takes over from the committed offset. Consumers of the
+  same group in *different* processes are not coordinated -- scale-out is
+  Kafka's job; run one ``syncbus run`` per embedded file.
+* **Wake-ups.** A publish in this process wakes waiting consumers at once; a
+  publish by another process (e.g. ``syncbus dlq replay``) is noticed by a
+  watcher that polls the ``topics`` table every 50 ms while anyone waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from ..errors import BusError
+from ..record import Record
+from .offsets import OffsetTracker
+
+T = TypeVar("T")
+
+PARTITION = 0
+POLL_INTERVAL = 0.05        # seconds between checks for publishes by other processes
+BUSY_TIMEOUT_MS = 10_000    # wait this long for another process's write lock
+MAX_BATCH = 5_000           # bound one transaction (and so the latency of its callers)
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS log (
+        topic TEXT NOT NULL,
+        "partition" INTEGER NOT NULL,
+        "offset" INTEGER NOT NULL,
+        key TEXT,
+        value BLOB NOT NULL,
+        headers TEXT NOT NULL,
+        ts REAL NOT NULL,
+        PRIMARY KEY (topic, "partition", "offset"))""",
+    """CREATE TABLE IF NOT EXISTS topics (
+        topic TEXT NOT NULL,
+        "partition" INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL,
+        PRIMARY KEY (topic, "partition"))""",
+    """CREATE TABLE IF NOT EXISTS offsets (
+        "group" TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        "partition" INTEGER NOT NULL,
+        next_offset INTEGER NOT NULL,
+        PRIMARY KEY ("group", topic, "partition"))""",
+)
+
+
+@dataclass(slots=True)
+class _Publish:
+    topic: str
+    key: str | None
+    value: bytes
+    headers: dict[str, str]
+    ts: float
+    future: asyncio.Future[int]
+
+
+@dataclass(slots=True)
+class _Commit:
+    group: str
+    offsets: dict[tuple[str, int], int]
+    future: asyncio.Future[int]
+
+
+_Op = _Publish | _Commit
+
+
+class _SqliteThread:
+    """One thread owning one SQLite connection; everything on it runs in order."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self._path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._conn = conn
+        return self._conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._open()))
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(RuntimeError):  # pool already shut down
+            await loop.run_in_executor(self._pool, self._close)
+        self._pool.shutdown(wait=False)
+
+
+def _init_schema(conn: sqlite3.Connection) -> None:
+    # journal_mode is a property of the file; setting it needs no transaction.
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"could not switch to WAL mode (got {mode!r})")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in _SCHEMA:
+            conn.execute(stmt)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
+    """One transaction for everything queued; returns the offset of each publish (-1 for commits)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read the high-water marks inside the write transaction: another process
+        # may have appended since our last batch.
+        next_off: dict[str, int] = {}
+        results: list[int] = []
+        rows: list[tuple[Any, ...]] = []
+        commits: list[tuple[str, str, int, int]] = []
+        for op in ops:
+            if isinstance(op, _Publish):
+                off = next_off.get(op.topic)
+                if off is None:
+                    row = conn.execute('SELECT next_offset FROM topics WHERE topic=? AND "partition"=?',
+                                       (op.topic, PARTITION)).fetchone()
+                    off = row[0] if row else 0
+                next_off[op.topic] = off + 1
+                rows.append((op.topic, PARTITION, off, op.key, op.value, orjson.dumps(op.headers), op.ts))
+                results.append(off)
+            else:
+                commits.extend((op.group, t, p, o) for (t, p), o in op.offsets.items())
+                results.append(-1)
+        if rows:
+            conn.executemany('INSERT INTO log (topic, "partition", "offset", key, value, headers, ts) '
+                             'VALUES (?, ?, ?, ?, ?, ?, ?)', rows)
+            conn.executemany('INSERT INTO topics (topic, "partition", next_offset) VALUES (?, ?, ?) '
+                             'ON CONFLICT (topic, "partition") '
+                             'DO UPDATE SET next_offset=excluded.next_offset',
+                             [(t, PARTITION, o) for t, o in next_off.items()])
+        if commits:
+            # MAX: a commit never moves a group backwards (e.g. a late commit from a
+            # consumer that lost ownership); resetting a group is a deliberate UPDATE.
+            conn.executemany('INSERT INTO offsets ("group", topic, "partition", next_offset) '
+                             'VALUES (?, ?, ?, ?) ON CONFLICT ("group", topic, "partition") '
+                             'DO UPDATE SET next_offset=MAX(next_offset, excluded.next_offset)', commits)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _read_records(conn: sqlite3.Connection, positions: list[tuple[str, int]], limit: int) -> list[Record]:
+    out: list[Record] = []
+    for topic, pos in positions:
+        if len(out) >= limit:
+            break
+        cur = conn.execute('SELECT "offset", key, value, headers, ts FROM log '
+                           'WHERE topic=? AND "partition"=? AND "offset">=? ORDER BY "offset" LIMIT ?',
+                           (topic, PARTITION, pos, limit - len(out)))
+        for off, key, value, headers, ts in cur:
+            out.append(Record(value=bytes(value), key=key, headers=orjson.loads(headers), topic=topic,
+                              partition=PARTITION, offset=off, timestamp=ts))
+    return out
+
+
+def _read_high_water(conn: sqlite3.Connection, topics: Sequence[str] | None) -> dict[str, int]:
+    if topics is None:
+        rows = conn.execute('SELECT topic, next_offset FROM topics WHERE "partition"=?', (PARTITION,))
+    else:
+        marks = ",".join("?" * len(topics))
+        rows = conn.execute('SELECT topic, next_offset FROM topics '
+                            f'WHERE "partition"=? AND topic IN ({marks})', (PARTITION, *topics))
+    return {t: o for t, o in rows}
+
+
+def _read_committed(conn: sqlite3.Connection, group: str, topic: str) -> int:
+    row = conn.execute('SELECT next_offset FROM offsets WHERE "group"=? AND topic=? AND "partition"=?',
+                       (group, topic, PARTITION)).fetchone()
+    return row[0] if row else 0
+
+
+class EmbeddedBus:
+    """The Bus protocol on one SQLite file (see the module docstring for the design)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.url = "embedded://" + path
+        self._writer: _SqliteThread | None = None
+        self._reader: _SqliteThread | None = None
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._closed = False
+        self._pending: list[_Op] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._consumers: set[EmbeddedConsumer] = set()
+        self._waiting: set[EmbeddedConsumer] = set()
+        self._owners: dict[tuple[str, str], EmbeddedConsumer] = {}
+        # Committed write transactions and the ops in them: writes/transactions is
+        # the group-commit factor (exposed for metrics and tests).
+        self.transactions = 0
+        self.writes = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._closed:
+            raise BusError(f"embedded bus {self.path}: already stopped")
+        if self._started:
+            return
+        try:
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BusError(f"embedded bus {self.path}: cannot create its folder: {e}") from e
+        with self._start_lock:
+            if self._writer is None:
+                self._writer = _SqliteThread(self.path, "syncbus-bus-writer")
+                self._reader = _SqliteThread(self.path, "syncbus-bus-reader")
+        try:
+            await self._writer.run(_init_schema)
+        except sqlite3.Error as e:
+            raise BusError(f"embedded bus {self.path}: cannot open the database: {e}") from e
+        self._started = True
+
+    async def stop(self) -> None:
+        """Finish queued writes, then close. Stop consumers first: their final commit needs the bus."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watcher
+        for thread in (self._writer, self._reader):
+            if thread is not None:
+                await thread.close()
+
+    async def _ready(self) -> None:
+        if self._closed:
+            raise BusError(f"embedded bus {self.path}: stopped")
+        if not self._started:
+            await self.start()
+
+    async def ping(self) -> bool:
+        if self._closed:
+            return False
+        try:
+            await self._ready()
+            assert self._reader is not None
+            await self._reader.run(lambda c: c.execute("SELECT 1 FROM topics LIMIT 1").fetchall())
+        except (BusError, sqlite3.Error):
+            return False
+        return True
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Topics are implicit here: the first publish creates one."""
+
+    # -- writing -------------------------------------------------------------
+
+    async def publish(self, topic: str, value: bytes, key: str | None = None,
+                      headers: Mapping[str, str] | None = None) -> Record:
+        if not topic or not isinstance(topic, str):
+            raise BusError(f"embedded bus {self.path}: publish needs a topic name, got {topic!r}")
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise BusError(f"embedded bus {self.path}: topic {topic!r}: value must be bytes, "
+                           f"got {type(value).__name__}")
+        hdrs = {str(k): str(v) for k, v in (headers or {}).items()}
+        await self._ready()
+        loop = asyncio.get_running_loop()
+        op = _Publish(topic, key, bytes(value), hdrs, time.time(), loop.create_future())
+        offset = await self._submit(op)
+        return Record(value=op.value, key=key, headers=dict(hdrs), topic=topic, partition=PARTITION,
+                      offset=offset, timestamp=op.ts)
+
+    async def _commit_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
+        await self._ready()
+        await self._submit(_Commit(group, dict(offsets), asyncio.get_running_loop().create_future()))
+
+    async def _submit(self, op: _Op) -> int:
+        self._pending.append(op)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        # Each op has its own future: a caller giving up cancels only its own op
+        # (dropped if not yet written), never the transaction others wait for.
+        return await op.future
+
+    async def _flush(self) -> None:
+        """Group commit: write whatever queued while the previous transaction ran."""
+        assert self._writer is not None
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                batch = [op for op in batch if not op.future.cancelled()]
+                if not batch:
+                    continue
+                try:
+                    offsets = await self._writer.run(partial(_write_batch, ops=batch))
+                except (sqlite3.Error, RuntimeError) as e:
+                    err = BusError(f"embedded bus {self.path}: write failed: {e}")
+                    for op in batch:
+                        if not op.future.done():
+                            op.future.set_exception(err)
+                    continue
+                self.transactions += 1
+                self.writes += len(batch)
+                touched: set[str] = set()
+                for op, off in zip(batch, offsets, strict=True):
+                    if isinstance(op, _Publish):
+                        touched.add(op.topic)
+                    if not op.future.done():
+                        op.future.set_result(off)
+                if touched:
+                    self._wake(touched)
+        finally:
+            self._flusher = None
+
+    # -- reading -------------------------------------------------------------
+
+    def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
+        if not group:
+            raise BusError(f"embedded bus {self.path}: a consumer needs a group name")
+        if not topics:
+            raise BusError(f"embedded bus {self.path}: consumer group {group!r} needs at least one topic")
+        return EmbeddedConsumer(self, group, list(dict.fromkeys(topics)))
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        await self._ready()
+        assert self._reader is not None
+        try:
+            return await self._reader.run(fn)
+        except (sqlite3.Error, RuntimeError) as e:
+            raise BusError(f"embedded bus {self.path}: read failed: {e}") from e
+
+    async def high_water(self, topics: Sequence[str] | None = None) -> dict[str, int]:
+        """Next offset to be written per topic (all topics when ``topics`` is None)."""
+        names = None if topics is None else list(topics)
+        return await self._read(partial(_read_high_water, topics=names))
+
+    def _wake(self, topics: set[str]) -> None:
+        for c in self._consumers:
+            if topics.intersection(c.topics):
+                c._wakeup.set()
+
+    def _wait_for_data(self, consumer: EmbeddedConsumer) -> None:
+        self._waiting.add(consumer)
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Notice publishes by other processes while some consumer waits."""
+        try:
+            while self._waiting and not self._closed:
+                await asyncio.sleep(POLL_INTERVAL)
+                if not self._waiting:
+                    break
+                try:
+                    marks = await self.high_water()
+                except BusError:
+                    continue
+                for c in list(self._waiting):
+                    if c._behind(marks):
+                        c._wakeup.set()
+        finally:
+            self._watcher = None
+
+    def _release(self, consumer: EmbeddedConsumer) -> None:
+        freed = [k for k, v in self._owners.items() if v is consumer]
+        for k in freed:
+            del self._owners[k]
+        self._consumers.discard(consumer)
+        self._waiting.discard(consumer)
+        groups = {g for g, _ in freed}
+        for c in self._consumers:
+            if c.group in groups:
+                c._wakeup.set()
+
+
+class EmbeddedConsumer:
+    """A consumer of one group; see the module docstring for ownership inside one process."""
+
+    def __init__(self, bus: EmbeddedBus, group: str, topics: list[str]) -> None:
+        self.bus = bus
+        self.group = group
+        self.topics = topics
+        self._tracker = OffsetTracker()
+        self._positions: dict[str, int] = {}   # owned topic -> next offset to fetch
+        self._wakeup = asyncio.Event()
+        self._started = False
+        self._stopped = False
+        self._rotate = 0
+
+    def _where(self) -> str:
+        return f"embedded bus {self.bus.path}: consumer group {self.group!r}"
+
+    async def start(self) -> None:
+        if self._stopped:
+            raise BusError(f"{self._where()}: stopped consumers cannot restart; create a new one")
+        if self._started:
+            return
+        await self.bus._ready()
+        self.bus._consumers.add(self)
+        self._started = True
+        await self._claim()
+
+    async def _claim(self) -> None:
+        """Take over topics no consumer of this group in this process owns."""
+        for topic in self.topics:
+            if topic in self._positions or (self.group, topic) in self.bus._owners:
+                continue
+            self.bus._owners[(self.group, topic)] = self   # before awaiting: no double claims
+            try:
+                committed = await self.bus._read(partial(_read_committed, group=self.group, topic=topic))
+            except BaseException:
+                self.bus._owners.pop((self.group, topic), None)
+                raise
+            self._tracker.assign((topic, PARTITION), committed)
+            self._positions[topic] = committed
+
+    def _behind(self, marks: dict[str, int]) -> bool:
+        return any(marks.get(t, 0) > pos for t, pos in self._positions.items())
+
+    async def fetch(self, max_records: int, timeout: float) -> list[Record]:
+        if not self._started or self._stopped:
+            raise BusError(f"{self._where()}: fetch before start() or after stop()")
+        limit = max(1, max_records)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            self._wakeup.clear()     # before reading: a publish during the read sets it again
+            await self._claim()
+            if self._positions:
+                topics = list(self._positions)
+                self._rotate = (self._rotate + 1) % len(topics)
+                order = topics[self._rotate:] + topics[:self._rotate]   # fairness between topics
+                positions = [(t, self._positions[t]) for t in order]
+                records = await self.bus._read(partial(_read_records, positions=positions, limit=limit))
+                records = [r for r in records if r.topic in self._positions]  # lost ownership meanwhile
+                if records:
+                    for r in records:
+                        self._tracker.fetched((r.topic, r.partition), r.offset)
+                        self._positions[r.topic] = r.offset + 1
+                    return records
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stopped:
+                return []
+            self.bus._wait_for_data(self)
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return []
+            finally:
+                self.bus._waiting.discard(self)
+
+    def done(self, record: Record) -> None:
+        self._tracker.done((record.topic, record.partition), record.offset)
+
+    async def commit(self) -> None:
+        offsets = self._tracker.to_commit()
+        if not offsets:
+            return
+        await self.bus._commit_offsets(self.group, offsets)
+        self._tracker.committed(offsets)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        if not self._positions:
+            return {}
+        marks = await self.bus.high_water(list(self._positions))
+        out: dict[tuple[str, int], int] = {}
+        for topic in self._positions:
+            part = self._tracker.parts.get((topic, PARTITION))
+            committed = part.committed if part else 0
+            out[(topic, PARTITION)] = max(0, marks.get(topic, 0) - committed)
+        return out
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        try:
+            if self._started:
+                await self.commit()
+        finally:
+            self._stopped = True
+            self._positions.clear()
+            self.bus._release(self)
+            self._wakeup.set()

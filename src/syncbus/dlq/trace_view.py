@@ -1,0 +1,33 @@
+"""The life of one record, for ``syncbus trace`` and ``GET /trace/{id}``.
+
+Accepts a record id or a dead-letter id (on-call staff usually start from the
+dead letter) and summarises the outcome per route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .store import Store, StoreError
+
+
+def load_trace(store: Store, some_id: str) -> dict[str, Any] | None:
+    record_id = some_id
+    if some_id.startswith("dl-"):
+        try:
+            record_id = store.get(some_id).record_id
+        except StoreError:
+            return None
+    events = store.trace(record_id)
+    if not events:
+        matches = store.find_record_ids(some_id, limit=2)
+        if len(matches) == 1:
+            record_id = matches[0]
+            events = store.trace(record_id)
+    if not events:
+        return None
+    outcome: dict[str, str] = {}
+    for ev in events:
+        if ev.route and ev.stage in ("delivered", "dead_lettered", "skipped", "replayed"):
+            outcome[ev.route] = ev.stage
+    return {"record_id": record_id, "outcome": outcome, "events": [e.to_json() for e in events]}

@@ -1,0 +1,71 @@
+"""Turning a failure into a dead letter: the store, the dead-letter topic, metrics and trace.
+
+The store is the system of record (what ``dlq list`` and the API read); the
+dead-letter topic ``syncbus.dlq.<route>`` carries the same record on the bus
+so other tools (Kafka consumers, Connect sinks) can watch failures too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..bus.base import Bus
+from ..metrics import Metrics
+from ..record import Record
+from ..tracing import TraceRecorder
+from .models import DeadLetter
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+# DESIGN §8 labels dead letters by schema, mapping or delivery; a payload that
+# cannot even be decoded is a schema problem for the person fixing it.
+METRIC_REASON = {"decode": "schema", "schema": "schema", "mapping": "mapping", "delivery": "delivery"}
+
+
+def dlq_topic(route: str) -> str:
+    return f"syncbus.dlq.{route}"
+
+
+class DeadLetterWriter:
+    def __init__(self, store: Store, bus: Bus, metrics: Metrics, trace: TraceRecorder,
+                 publish_topic: bool = True) -> None:
+        self.store = store
+        self.bus = bus
+        self.metrics = metrics
+        self.trace = trace
+        self.publish_topic = publish_topic
+
+    async def write(self, record: Record, *, route: str, version: int, reason: str, error: str,
+                    attempts: int = 1, sink: str | None = None) -> str:
+        """Persist the dead letter; returns its id. Raises if the store cannot take it.
+
+        The caller commits the record's offset only after this returns, so a
+        store outage stalls the route instead of losing the record.
+        """
+        dl = DeadLetter.from_record(record, route=route, reason=reason, error=error, attempts=attempts,
+                                    mapping_version=version, sink=sink)
+        dl_id = await asyncio.to_thread(self.store.add, dl)
+        self.metrics.dead_for(route, METRIC_REASON.get(reason, reason)).inc()
+        self.metrics.dead_letters_pending.labels(route).inc()
+        self.trace.add(record.id, "dead_lettered", route, reason=reason, error=error, attempts=attempts,
+                       sink=sink, dead_letter=dl_id)
+        if self.publish_topic:
+            headers = {**record.headers, "syncbus-dlq-id": dl_id, "syncbus-dlq-reason": reason,
+                       "syncbus-dlq-error": error[:1000], "syncbus-dlq-source-topic": record.topic,
+                       "syncbus-dlq-source-offset": f"{record.partition}:{record.offset}"}
+            try:
+                await self.bus.publish(dlq_topic(route), record.value, record.key, headers)
+            except Exception as exc:  # the store has it; the topic copy is a convenience
+                log.warning("dead letter %s stored but not published to %s: %s", dl_id, dlq_topic(route), exc)
+        return dl_id
+
+    async def refresh_pending(self) -> None:
+        counts = await asyncio.to_thread(self.store.count_pending)
+        gauge = self.metrics.dead_letters_pending
+        for route, n in counts.items():
+            gauge.labels(route).set(n)
+        for labels in list(gauge._metrics):  # routes whose letters were all replayed/discarded
+            if labels[0] not in counts:
+                gauge.labels(*labels).set(0)

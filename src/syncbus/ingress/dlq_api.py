@@ -1,0 +1,140 @@
+"""The dead-letter and trace API (DESIGN §7), for on-call tools and the future console.
+
+Authenticated with the admin keys (``SYNCBUS_ADMIN_KEYS``); with none set the
+API refuses every call rather than exposing records to anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..dlq.replay import parse_since, replay, replay_matching
+from ..dlq.store import StoreError
+from ..errors import SyncbusError
+from .auth import presented_key, require_key
+from .errors import HttpError
+
+router = APIRouter()
+
+
+def _admin(request: Request) -> str:
+    keys = request.app.state.runtime.admin_keys
+    if not keys:
+        raise HttpError(403, "forbidden", "the dead-letter API is disabled: set SYNCBUS_ADMIN_KEYS")
+    require_key(request, keys, "dead-letter API")
+    actor = request.headers.get("x-actor") or f"api-key:{(presented_key(request) or '')[:4]}…"
+    return actor
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] | None = None
+    route: str | None = None
+    since: str | None = Field(None, description="ISO date/time or a duration ago (2h)")
+    reason: str = ""
+
+
+class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = ""
+
+
+async def _json(request: Request, model: type[BaseModel]) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return model()
+    try:
+        return model.model_validate_json(raw)
+    except ValueError as exc:
+        raise HttpError(422, "unprocessable", str(exc).splitlines()[0]) from None
+
+
+@router.get("/dlq")
+async def list_dead_letters(request: Request, route: str | None = None, status: str | None = None,
+                            since: str | None = None, limit: int = 100, offset: int = 0) -> JSONResponse:
+    _admin(request)
+    store = request.app.state.runtime.store
+    try:
+        when = parse_since(since) if since else None
+        items = await asyncio.to_thread(store.list, route=route, status=status, since=when,
+                                        limit=min(limit, 1000), offset=offset)
+        total = await asyncio.to_thread(store.count, route=route, status=status, since=when)
+    except SyncbusError as exc:
+        raise HttpError(400, "bad_request", str(exc)) from None
+    return JSONResponse({"items": [d.to_json() for d in items], "total": total})
+
+
+@router.get("/dlq/{dl_id}")
+async def get_dead_letter(request: Request, dl_id: str) -> JSONResponse:
+    _admin(request)
+    store = request.app.state.runtime.store
+    try:
+        dl = await asyncio.to_thread(store.get, dl_id)
+    except StoreError as exc:
+        raise HttpError(404, "not_found", str(exc)) from None
+    audit = await asyncio.to_thread(store.audit, dl_id)
+    return JSONResponse({**dl.to_json(), "audit": [a.to_json() for a in audit]})
+
+
+@router.post("/dlq/{dl_id}/replay")
+async def replay_one(request: Request, dl_id: str) -> JSONResponse:
+    actor = _admin(request)
+    body = await _json(request, ActionRequest)
+    rt = request.app.state.runtime
+    [result] = await replay(rt.store, rt.bus, [dl_id], actor, body.reason or "replay via API")
+    if not result.ok:
+        status = 404 if "no dead letter" in result.message else 409
+        raise HttpError(status, "not_found" if status == 404 else "conflict", result.message)
+    return JSONResponse(result.to_json())
+
+
+@router.post("/dlq/replay")
+async def replay_many(request: Request) -> JSONResponse:
+    actor = _admin(request)
+    body: ReplayRequest = await _json(request, ReplayRequest)
+    rt = request.app.state.runtime
+    reason = body.reason or "replay via API"
+    if body.ids:
+        results = await replay(rt.store, rt.bus, body.ids, actor, reason)
+    elif body.route or body.since:
+        try:
+            since = parse_since(body.since) if body.since else None
+        except SyncbusError as exc:
+            raise HttpError(422, "unprocessable", str(exc)) from None
+        results = await replay_matching(rt.store, rt.bus, body.route, since, actor, reason)
+    else:
+        raise HttpError(422, "unprocessable", "give ids, or route and/or since")
+    return JSONResponse({"results": [r.to_json() for r in results],
+                         "replayed": sum(r.ok for r in results)})
+
+
+@router.delete("/dlq/{dl_id}")
+async def discard(request: Request, dl_id: str) -> JSONResponse:
+    actor = _admin(request)
+    reason = request.query_params.get("reason") or "discarded via API"
+    store = request.app.state.runtime.store
+    try:
+        [dl] = await asyncio.to_thread(store.discard, [dl_id], actor, reason)
+    except StoreError as exc:
+        status = 404 if "no dead letter" in str(exc) else 409
+        raise HttpError(status, "not_found" if status == 404 else "conflict", str(exc)) from None
+    return JSONResponse(dl.to_json())
+
+
+@router.get("/trace/{record_id}")
+async def trace(request: Request, record_id: str) -> JSONResponse:
+    _admin(request)
+    from ..dlq.trace_view import load_trace
+
+    store = request.app.state.runtime.store
+    view = await asyncio.to_thread(load_trace, store, record_id)
+    if view is None:
+        raise HttpError(404, "not_found", f"no trace for {record_id!r}")
+    return JSONResponse(view)

@@ -1,0 +1,433 @@
+"""Compile a validated MappingSpec into plain callables.
+
+Everything that can be decided once is decided here: paths become getters,
+transform chains become functions, CEL becomes programs, JSON Schemas become
+validators, codecs are configured. Per record, ``CompiledMapping.apply`` only
+walks a list of prepared steps.
+
+Field semantics (DESIGN §4):
+* a missing or null source value gives no target field, unless ``default``;
+  ``required: true`` makes it a mapping error;
+* the value goes through ``transform`` first, then through ``map``; a value not
+  in ``map`` (or a lookup miss) takes ``default``, else it is a mapping error;
+* objects keep the field order of the mapping file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, ConfigErrors, Location, MappingError, TransformError
+from ..formats import Codec, make_codec
+from .expressions import Expression, ExpressionError, ExpressionSpecError
+from .lookups import LookupTables
+from .paths import MISSING, PathError, compile_getter, parse_path
+from .schemas import CompiledSchema, load_schema
+from .spec import FieldSpec, MappingSpec, TargetSpec
+from .transforms import LookupMiss, TransformSpecError, compile_chain
+
+Where = Callable[[tuple[Any, ...]], Location]
+Step = Callable[[Any, Any], Any]  # (current object, record root) -> value or MISSING
+
+
+@dataclass(slots=True)
+class CompiledTarget:
+    index: int
+    sink: str
+    format: str
+    codec: Codec
+    when: Expression | None
+    schema: CompiledSchema | None
+    spec: TargetSpec
+
+    @property
+    def content_type(self) -> str:
+        return self.codec.content_type
+
+
+@dataclass(slots=True)
+class Output:
+    """One mapped object ready for one target."""
+
+    target: CompiledTarget
+    payload: Any
+    body: bytes
+
+
+@dataclass(slots=True)
+class MapResult:
+    key: str | None
+    outputs: list[Output]
+    skipped: bool = False  # `when` (route or every target) filtered the record out
+
+
+@dataclass
+class CompiledMapping:
+    spec: MappingSpec
+    path: str
+    input_schema: CompiledSchema | None
+    when: Expression | None
+    key: Callable[[Any], Any] | None
+    build: Callable[[Any, Any], dict[str, Any]]
+    targets: list[CompiledTarget]
+    source_format: str | None = None
+    _decoders: dict[str, Codec] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.mapping
+
+    @property
+    def version(self) -> int:
+        return self.spec.version
+
+    @property
+    def owner(self) -> str:
+        return self.spec.owner
+
+    @property
+    def topic(self) -> str:
+        return self.spec.source.topic
+
+    def decoder(self, content_type: str | None) -> Codec:
+        """The codec for a record: the route's declared format, else its content type."""
+        from ..formats import codec_for_content_type
+
+        name = self.source_format or (content_type or "application/json")
+        codec = self._decoders.get(name)
+        if codec is None:
+            codec = make_codec(name) if self.source_format else codec_for_content_type(name)
+            self._decoders[name] = codec
+        return codec
+
+    def map_object(self, obj: Any, bus_key: str | None = None) -> MapResult:
+        """Validate, filter and map a decoded record, encoding each target's payload."""
+        if self.input_schema is not None:
+            self.input_schema.check(obj)
+        if self.when is not None and not _test(self.when, obj, "when"):
+            return MapResult(bus_key, [], skipped=True)
+        key = bus_key
+        if self.key is not None:
+            value = self.key(obj)
+            if value is MISSING or value is None:
+                raise MappingError("key", "the record key is missing", self.spec.key)
+            key = value if type(value) is str else _text(value)
+        mapped = self.build(obj, obj)
+        outputs: list[Output] = []
+        for target in self.targets:
+            if target.when is not None and not _test(target.when, obj, f"targets[{target.index}].when"):
+                continue
+            if target.schema is not None:
+                target.schema.check(mapped)
+            outputs.append(Output(target, mapped, target.codec.encode(mapped)))
+        return MapResult(key, outputs, skipped=not outputs)
+
+    def map_bytes(self, value: bytes, content_type: str | None = None, bus_key: str | None = None) -> MapResult:
+        return self.map_object(self.decoder(content_type).decode(value), bus_key)
+
+
+def _test(expr: Expression, obj: Any, what: str) -> bool:
+    try:
+        return expr.test(obj)
+    except ExpressionError as exc:
+        raise MappingError(what, str(exc)) from None
+
+
+def _text(value: Any) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)
+
+
+class _Compiler:
+    """Collects every compile error of one file instead of stopping at the first."""
+
+    def __init__(self, spec: MappingSpec, where: Where, base: Path) -> None:
+        self.spec = spec
+        self.where = where
+        self.base = base  # the folder of the mapping file
+        self.errors: list[ConfigError] = []
+        self._lookups: LookupTables | None = None
+
+    @property
+    def lookups(self) -> LookupTables:
+        if self._lookups is None:
+            self._lookups = LookupTables(self.base / "lookups")
+        return self._lookups
+
+    def error(self, loc: tuple[Any, ...], message: str) -> None:
+        self.errors.append(ConfigError(message, self.where(loc)))
+
+    def expression(self, source: str, loc: tuple[Any, ...]) -> Expression | None:
+        try:
+            return Expression(source)
+        except ExpressionSpecError as exc:
+            self.error(loc, f"bad CEL expression: {exc}")
+            return None
+
+    def schema(self, ref: str, loc: tuple[Any, ...]) -> CompiledSchema | None:
+        try:
+            return load_schema(ref, self.base, which="output" if "target" in loc[:2] else "input")
+        except ConfigError as exc:
+            self.error(loc, exc.message)
+            return None
+
+    def chain(self, text: str, loc: tuple[Any, ...]) -> Callable[[Any], Any] | None:
+        try:
+            return compile_chain(text, lookups=self.lookups)
+        except (TransformSpecError, ConfigError) as exc:
+            self.error(loc, getattr(exc, "message", None) or str(exc))
+            return None
+
+    def getter(self, text: str, loc: tuple[Any, ...]) -> tuple[Callable[[Any], Any], bool] | None:
+        try:
+            path = parse_path(text)
+        except PathError as exc:
+            self.error(loc, str(exc))
+            return None
+        return compile_getter(path), path.absolute
+
+    # -- fields -------------------------------------------------------------
+
+    def object_builder(self, fields: dict[str, Any], loc: tuple[Any, ...]) -> Callable[[Any, Any], dict]:
+        steps: list[tuple[str, str | None, Step]] = []
+        for name, value in fields.items():
+            floc = (*loc, name)
+            if not isinstance(name, str) or not name:
+                self.error(floc, "target field names must be non-empty text")
+                continue
+            if isinstance(value, str):
+                plain = self.plain_step(name, value, floc)
+                if plain is not None:
+                    steps.append(plain)
+            else:
+                step = self.spec_step(name, value, floc)
+                if step is not None:
+                    steps.append((name, None, step))
+        return _make_builder(tuple(steps))
+
+    def plain_step(self, name: str, text: str, loc: tuple[Any, ...]) -> tuple[str, str | None, Step] | None:
+        got = self.getter(text, loc)
+        if got is None:
+            return None
+        get, absolute = got
+        path = parse_path(text)
+        if not absolute and len(path.parts) == 1 and isinstance(path.parts[0], str):
+            fast_key: str | None = path.parts[0]
+        else:
+            fast_key = None
+
+        if absolute:
+            def step(obj: Any, root: Any) -> Any:
+                v = get(root)
+                return MISSING if v is None else v
+        else:
+            def step(obj: Any, root: Any) -> Any:
+                v = get(obj)
+                return MISSING if v is None else v
+        return name, fast_key, step
+
+    def spec_step(self, name: str, spec: FieldSpec, loc: tuple[Any, ...]) -> Step | None:
+        given = spec.model_fields_set
+        if "const" in given:
+            const = spec.const
+            return lambda obj, root: const
+        source_text = spec.from_ or spec.each
+        if "each" in given:
+            return self.each_step(name, spec, loc)
+        if "fields" in given:
+            return self.nested_step(name, spec, loc)
+        if "expr" in given:
+            expr = self.expression(spec.expr or "", (*loc, "expr"))
+            if expr is None:
+                return None
+
+            def read(obj: Any, root: Any) -> Any:
+                try:
+                    return expr(root, obj if obj is not root else None)
+                except ExpressionError as exc:
+                    raise MappingError(name, str(exc)) from None
+        else:
+            got = self.getter(spec.from_ or "", (*loc, "from"))
+            if got is None:
+                return None
+            get, absolute = got
+            if absolute:
+                def read(obj: Any, root: Any) -> Any:
+                    return get(root)
+            else:
+                def read(obj: Any, root: Any) -> Any:
+                    return get(obj)
+        chain = self.chain(spec.transform, (*loc, "transform")) if spec.transform else None
+        if spec.transform and chain is None:
+            return None
+        return _value_step(name, source_text or spec.expr, read, chain, spec.map, spec.has_default,
+                           spec.default, spec.required)
+
+    def each_step(self, name: str, spec: FieldSpec, loc: tuple[Any, ...]) -> Step | None:
+        got = self.getter(spec.each or "", (*loc, "each"))
+        builder = self.object_builder(spec.fields or {}, (*loc, "fields"))
+        if got is None:
+            return None
+        get, absolute = got
+        source, has_default, default, required = spec.each, spec.has_default, spec.default, spec.required
+
+        def step(obj: Any, root: Any) -> Any:
+            items = get(root if absolute else obj)
+            if items is MISSING or items is None:
+                return _missing(name, source, has_default, default, required)
+            if type(items) is dict:  # one repeated XML element arrives as a dict
+                items = [items]
+            elif type(items) is not list:
+                raise MappingError(name, f"expected a list, got {type(items).__name__}", source)
+            out = []
+            for i, item in enumerate(items):
+                try:
+                    out.append(builder(item, root))
+                except MappingError as exc:
+                    raise MappingError(f"{name}[{i}].{exc.field}", exc.reason, exc.source) from None
+            return out
+
+        return step
+
+    def nested_step(self, name: str, spec: FieldSpec, loc: tuple[Any, ...]) -> Step | None:
+        builder = self.object_builder(spec.fields or {}, (*loc, "fields"))
+        if spec.from_ is None:
+            def step(obj: Any, root: Any) -> Any:
+                try:
+                    return builder(obj, root)
+                except MappingError as exc:
+                    raise MappingError(f"{name}.{exc.field}", exc.reason, exc.source) from None
+            return step
+        got = self.getter(spec.from_, (*loc, "from"))
+        if got is None:
+            return None
+        get, absolute = got
+        source, has_default, default, required = spec.from_, spec.has_default, spec.default, spec.required
+
+        def scoped(obj: Any, root: Any) -> Any:
+            inner = get(root if absolute else obj)
+            if inner is MISSING or inner is None:
+                return _missing(name, source, has_default, default, required)
+            try:
+                return builder(inner, root)
+            except MappingError as exc:
+                raise MappingError(f"{name}.{exc.field}", exc.reason, exc.source) from None
+
+        return scoped
+
+    # -- whole file -----------------------------------------------------------
+
+    def compile(self, path: str) -> CompiledMapping:
+        spec = self.spec
+        input_schema = self.schema(spec.source.schema_, ("source", "schema")) if spec.source.schema_ else None
+        when = self.expression(spec.when, ("when",)) if spec.when else None
+        key = None
+        if spec.key:
+            got = self.getter(spec.key, ("key",))
+            key = got[0] if got else None
+        build = self.object_builder(spec.fields, ("fields",))
+        targets: list[CompiledTarget] = []
+        tkey = "targets" if spec.targets is not None else "target"
+        for i, t in enumerate(spec.all_targets):
+            tloc: tuple[Any, ...] = (tkey, i) if tkey == "targets" else (tkey,)
+            options = dict(t.options)
+            if t.format == "xml" and t.root:
+                options["root"] = t.root
+            try:
+                codec = make_codec(t.format, **options)
+            except TypeError as exc:
+                self.error((*tloc, "options"), f"bad options for format {t.format}: {exc}")
+                continue
+            except ConfigError as exc:
+                self.error((*tloc, "options"), exc.message)
+                continue
+            twhen = self.expression(t.when, (*tloc, "when")) if t.when else None
+            tschema = self.schema(t.schema_, (*tloc, "schema")) if t.schema_ else None
+            targets.append(CompiledTarget(i, t.sink, t.format, codec, twhen, tschema, t))
+        if self.errors:
+            raise ConfigErrors(self.errors)
+        return CompiledMapping(spec, path, input_schema, when, key, build, targets, spec.source.format)
+
+
+def _missing(name: str, source: str | None, has_default: bool, default: Any, required: bool) -> Any:
+    if has_default:
+        return default
+    if required:
+        raise MappingError(name, "required value is missing", source)
+    return MISSING
+
+
+def _value_step(name: str, source: str | None, read: Step, chain: Callable[[Any], Any] | None,
+                table: dict[str, Any] | None, has_default: bool, default: Any, required: bool) -> Step:
+    """The generic field step: read → missing rule → transforms → map."""
+
+    def step(obj: Any, root: Any) -> Any:
+        v = read(obj, root)
+        if v is MISSING or v is None:
+            if has_default:
+                return default
+            if required:
+                raise MappingError(name, "required value is missing", source)
+            return MISSING
+        if chain is not None:
+            try:
+                v = chain(v)
+            except LookupMiss as exc:
+                if has_default:
+                    return default
+                raise MappingError(name, str(exc), source) from None
+            except TransformError as exc:
+                raise MappingError(name, str(exc), source) from None
+        if table is not None:
+            hit = table.get(v if type(v) is str else _text(v), MISSING)
+            if hit is MISSING:
+                if has_default:
+                    return default
+                raise MappingError(name, f"value {v!r} is not in the map and there is no default", source)
+            return hit
+        return v
+
+    if chain is None and table is None and not has_default and not required:
+        return read_or_missing(read)
+    return step
+
+
+def read_or_missing(read: Step) -> Step:
+    def step(obj: Any, root: Any) -> Any:
+        v = read(obj, root)
+        return MISSING if v is None else v
+    return step
+
+
+def _make_builder(steps: tuple[tuple[str, str | None, Step], ...]) -> Callable[[Any, Any], dict]:
+    """The per-object loop. Plain one-key paths skip the function call (``fast_key``)."""
+
+    def build(obj: Any, root: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if type(obj) is dict:
+            get = obj.get
+            for key, fast_key, step in steps:
+                if fast_key is not None:
+                    v = get(fast_key)
+                    if v is not None:
+                        out[key] = v
+                else:
+                    v = step(obj, root)
+                    if v is not MISSING:
+                        out[key] = v
+        else:
+            for key, _fast, step in steps:
+                v = step(obj, root)
+                if v is not MISSING:
+                    out[key] = v
+        return out
+
+    return build
+
+
+def compile_spec(spec: MappingSpec, path: str, where: Where, base: Path) -> CompiledMapping:
+    return _Compiler(spec, where, base).compile(path)

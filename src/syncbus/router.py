@@ -1,0 +1,330 @@
+"""consume → map → deliver, for every route.
+
+One consumer group per route (``syncbus.<route>``), so each route sees every
+record of its topic and keeps its own position. Per record:
+
+    decode → input schema → when → map → output schema → encode   (sync, CPU)
+    deliver to each target's sink with its retry policy             (async, I/O)
+    delivered or dead-lettered → done → offset committed
+
+Records with the same key are delivered in order; different keys are
+delivered concurrently, bounded by ``max_in_flight`` per route (backpressure:
+no fetch while the route is full). Retry policy and sink behaviour live in
+``sinks/``, dead-lettering in ``dlq/``; this module only orchestrates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bus.base import Bus, Consumer
+from .dlq.writer import DeadLetterWriter
+from .errors import DecodeError, EncodeError, MappingError, SchemaError, SyncbusError
+from .mapping.compiler import CompiledMapping, Output
+from .metrics import Metrics
+from .record import H_REPLAY_ROUTE, Record
+from .sinks.base import Delivery, Sink
+from .sinks.retry import DeliveryFailed
+from .tracing import TraceRecorder
+
+log = logging.getLogger(__name__)
+
+H_REPLAY_SINK = "syncbus-replay-sink"
+
+
+def group_for(route: str) -> str:
+    return f"syncbus.{route}"
+
+
+def idempotency_key(route: str, key: str | None, record: Record) -> str:
+    return f"{route}:{key if key is not None else ''}:{record.id}"
+
+
+def classify(exc: SyncbusError) -> str:
+    """Dead-letter reason of a processing error (DESIGN §8: schema, mapping, delivery)."""
+    if isinstance(exc, DecodeError):
+        return "decode"
+    if isinstance(exc, SchemaError):
+        return "schema"
+    return "mapping"
+
+
+@dataclass
+class RouterOptions:
+    max_in_flight: int = 1000     # records fetched but not done, per route
+    fetch_batch: int = 500
+    commit_interval: float = 0.2  # seconds between offset commits
+    lag_interval: float = 5.0
+    shutdown_timeout: float = 10.0
+
+
+@dataclass
+class _KeyChain:
+    """Delivery order per key: each record waits for the previous record of its key."""
+
+    tails: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+
+    def claim(self, key: str) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        prev = self.tails.get(key)
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.tails[key] = mine
+        return prev, mine
+
+    def release(self, key: str, mine: asyncio.Future[None]) -> None:
+        if not mine.done():
+            mine.set_result(None)
+        if self.tails.get(key) is mine:
+            del self.tails[key]
+
+
+class Route:
+    """One mapping running against the bus."""
+
+    def __init__(self, mapping: CompiledMapping, sinks: Mapping[str, Sink], consumer: Consumer,
+                 router: Router) -> None:
+        self.mapping = mapping
+        self.name = mapping.name
+        self.sinks = sinks
+        self.consumer = consumer
+        self.router = router
+        self.in_flight = 0
+        self._slot = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._chain = _KeyChain()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- loop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"route-{self.name}")
+
+    async def _run(self) -> None:
+        opts = self.router.options
+        last_commit = time.monotonic()
+        while not self._stopping:
+            room = opts.max_in_flight - self.in_flight
+            if room <= 0:
+                self._slot.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot.wait(), opts.commit_interval)
+            else:
+                try:
+                    records = await self.consumer.fetch(min(room, opts.fetch_batch), opts.commit_interval)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("route %s: fetch failed: %s; retrying", self.name, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for record in records:
+                    await self._dispatch(record)
+            now = time.monotonic()
+            if now - last_commit >= opts.commit_interval:
+                last_commit = now
+                await self._commit()
+
+    async def _commit(self) -> None:
+        try:
+            await self.consumer.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # uncommitted offsets are redelivered: safe, just noisy
+            log.warning("route %s: commit failed: %s", self.name, exc)
+
+    # -- one record -------------------------------------------------------------
+
+    async def _dispatch(self, record: Record) -> None:
+        router = self.router
+        replay_route = record.headers.get(H_REPLAY_ROUTE)
+        if replay_route is not None and replay_route != self.name:
+            self.consumer.done(record)  # a replay for another route of this topic
+            return
+        m = self.mapping
+        try:
+            result = m.map_bytes(record.value, record.headers.get("content-type"), record.key)
+        except (DecodeError, SchemaError, MappingError, EncodeError) as exc:
+            await self._dead_letter(record, classify(exc), str(exc))
+            return
+        except SyncbusError as exc:
+            await self._dead_letter(record, "mapping", str(exc))
+            return
+        except Exception as exc:  # a bug in a transform must not stop the route
+            log.exception("route %s: unexpected error mapping record %s", self.name, record.id)
+            await self._dead_letter(record, "mapping", f"internal error: {type(exc).__name__}: {exc}")
+            return
+        if result.skipped:
+            router.metrics.skipped_for(self.name).inc()
+            router.trace.add(record.id, "skipped", self.name)
+            self.consumer.done(record)
+            return
+        outputs = result.outputs
+        replay_sink = record.headers.get(H_REPLAY_SINK) if replay_route is not None else None
+        if replay_sink is not None:
+            outputs = [o for o in outputs if o.target.sink == replay_sink] or outputs
+        router.trace.add(record.id, "mapped", self.name, key=result.key, version=m.version,
+                         targets=[o.target.sink for o in outputs])
+        order_key = record.key if record.key is not None else result.key
+        self.in_flight += 1
+        task = asyncio.create_task(self._deliver(record, result.key, order_key, outputs))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, record: Record, key: str | None, order_key: str | None,
+                       outputs: list[Output]) -> None:
+        prev = mine = None
+        if order_key is not None:
+            prev, mine = self._chain.claim(order_key)
+        try:
+            if prev is not None:
+                await prev
+            if len(outputs) == 1:
+                await self._deliver_one(record, key, outputs[0])
+            else:
+                await asyncio.gather(*(self._deliver_one(record, key, o) for o in outputs))
+            self.consumer.done(record)
+        finally:
+            if mine is not None and order_key is not None:
+                self._chain.release(order_key, mine)
+            self.in_flight -= 1
+            self._slot.set()
+
+    async def _deliver_one(self, record: Record, key: str | None, output: Output) -> None:
+        router, m = self.router, self.mapping
+        sink_name = output.target.sink
+        sink = self.sinks[sink_name]
+        delivery = Delivery(route=self.name, mapping_version=m.version, sink=sink_name, record_id=record.id,
+                            key=key, idempotency_key=idempotency_key(self.name, key, record),
+                            body=output.body, content_type=output.target.content_type, payload=output.payload,
+                            traceparent=record.headers.get("traceparent"))
+        metrics = router.metrics
+        duration = metrics.duration_for(self.name, sink_name)
+        trace = router.trace
+        rid = record.id
+        name = self.name
+
+        def on_attempt(outcome: str, seconds: float, error: BaseException | None) -> None:
+            metrics.attempts_for(name, sink_name, outcome).inc()
+            duration.observe(seconds)
+            if error is None:
+                trace.add(rid, "attempt", name, sink=sink_name, outcome=outcome, seconds=round(seconds, 6))
+            else:
+                trace.add(rid, "attempt", name, sink=sink_name, outcome=outcome, seconds=round(seconds, 6),
+                          error=str(error)[:500])
+
+        try:
+            attempts = await sink.retry.run(lambda: sink.send(delivery), on_attempt)
+        except DeliveryFailed as exc:
+            await self._dead_letter(record, "delivery", exc.reason, attempts=exc.attempts, sink=sink_name,
+                                    done=False)
+            return
+        metrics.delivered_for(name, sink_name).inc()
+        received = record.received_at
+        if received:
+            metrics.e2e_for(name).observe(max(0.0, time.time() - received))
+        trace.add(rid, "delivered", name, sink=sink_name, attempts=attempts)
+
+    async def _dead_letter(self, record: Record, reason: str, error: str, *, attempts: int = 1,
+                           sink: str | None = None, done: bool = True) -> None:
+        """Store the dead letter, retrying while the store is unavailable: never lose the record."""
+        delay = 0.5
+        while True:
+            try:
+                await self.router.dead_letters.write(record, route=self.name, version=self.mapping.version,
+                                                     reason=reason, error=error, attempts=attempts, sink=sink)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("route %s: cannot store dead letter for %s (%s); retrying", self.name, record.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if done:
+            self.consumer.done(record)
+
+    # -- stop -------------------------------------------------------------------
+
+    async def stop(self, timeout: float) -> None:
+        """Stop intake, give in-flight deliveries ``timeout`` seconds, commit what is done."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for t in pending:  # not done = not committed = redelivered after restart
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        await self.consumer.stop()
+
+    async def lag(self) -> dict[str, int]:
+        per_topic: dict[str, int] = {}
+        for (topic, _p), n in (await self.consumer.lag()).items():
+            per_topic[topic] = per_topic.get(topic, 0) + n
+        return per_topic
+
+
+class Router:
+    """All routes of a project, sharing the bus, the sinks, metrics, trace and dead letters."""
+
+    def __init__(self, bus: Bus, mappings: Mapping[str, CompiledMapping], sinks: Mapping[str, Sink],
+                 metrics: Metrics, trace: TraceRecorder, dead_letters: DeadLetterWriter,
+                 options: RouterOptions | None = None) -> None:
+        self.bus = bus
+        self.mappings = dict(mappings)
+        self.sinks = sinks
+        self.metrics = metrics
+        self.trace = trace
+        self.dead_letters = dead_letters
+        self.options = options or RouterOptions()
+        self.routes: dict[str, Route] = {}
+        self._lag_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.bus.ensure_topics(sorted({m.topic for m in self.mappings.values()}))
+        for m in self.mappings.values():
+            await self.add_route(m)
+        self._lag_task = asyncio.create_task(self._watch(), name="syncbus-lag")
+
+    async def add_route(self, mapping: CompiledMapping) -> Route:
+        consumer = self.bus.consumer(group_for(mapping.name), [mapping.topic])
+        route = Route(mapping, self.sinks, consumer, self)
+        await route.start()
+        self.routes[mapping.name] = route
+        self.metrics.set_route(mapping.name, mapping.version, mapping.owner)
+        return route
+
+    async def _watch(self) -> None:
+        """Consumer lag and pending dead letters, refreshed periodically."""
+        while True:
+            for route in list(self.routes.values()):
+                try:
+                    for topic, n in (await route.lag()).items():
+                        self.metrics.consumer_lag.labels(route.name, topic).set(n)
+                except Exception as exc:
+                    log.debug("lag of %s unavailable: %s", route.name, exc)
+            with contextlib.suppress(Exception):
+                await self.dead_letters.refresh_pending()
+            await asyncio.sleep(self.options.lag_interval)
+
+    async def stop(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+        await asyncio.gather(*(r.stop(self.options.shutdown_timeout) for r in self.routes.values()),
+                             return_exceptions=True)
+        self.routes.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {name: {"in_flight": r.in_flight, "version": r.mapping.version}
+                for name, r in self.routes.items()}

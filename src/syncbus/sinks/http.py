@@ -1,0 +1,224 @@
+"""The HTTP sink: one request per delivery to a REST (or SOAP) endpoint of a target system.
+
+One pooled keep-alive client per sink, shared by every route that uses it.
+``send`` classifies the outcome for the retry policy: 2xx is delivered;
+timeouts, connection failures, 408/425/429 and 5xx are worth another try;
+everything else (4xx, an unfollowed redirect) will not get better by
+repeating it and goes straight to the dead letters with the target's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import string
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field, field_validator
+
+from syncbus import __version__
+from syncbus.errors import DeliveryError
+from syncbus.sinks.auth import (
+    RETRYABLE_STATUS,
+    Authenticator,
+    HttpAuth,
+    body_snippet,
+    check_http_url,
+    describe_transport_error,
+    make_authenticator,
+    parse_retry_after,
+    safe_url,
+)
+from syncbus.sinks.base import BaseSink, Delivery, SinkConfig
+from syncbus.units import format_duration
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 header field name
+_TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
+# Printable ASCII except "%": kept as is in header values; anything else is percent-encoded.
+_HEADER_SAFE = "".join(c for c in string.printable if c not in "%\t\n\r\x0b\x0c")
+_READ_LIMIT = 64 * 1024
+_USER_AGENT = f"syncbus/{__version__}"
+
+
+class HttpSinkConfig(SinkConfig):
+    """``type: http`` — send each mapped record as the body of one HTTP request."""
+
+    type: Literal["http"] = "http"
+    url: str = Field(description="Target URL (or url_env: VAR).")
+    method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra request headers. They override the record's Content-Type (e.g. for SOAP) "
+                    "but not the syncbus headers (Idempotency-Key, X-Syncbus-*, traceparent).")
+    auth: HttpAuth | None = Field(None, description="Credentials: oauth2_client_credentials, bearer, "
+                                                    "basic or api_key.")
+    max_connections: int = Field(100, ge=1, description="Connection pool size (keep-alive).")
+    verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _check_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, val in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if any(c in val for c in "\r\n\0") or not val.isascii():
+                raise ValueError(f"header {name!r}: value must be one line of ASCII text")
+        return value
+
+
+def new_traceparent() -> str:
+    """A fresh W3C trace context (sampled), for deliveries that arrive without one."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def _header_value(value: str) -> str:
+    """Header-safe text: record keys may hold "Müller" or a stray newline; httpx only takes ASCII."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe=_HEADER_SAFE)
+
+
+class HttpSink(BaseSink):
+    """Delivers to an HTTP endpoint; see :class:`HttpSinkConfig`."""
+
+    Config: ClassVar[type[HttpSinkConfig]] = HttpSinkConfig
+    config: HttpSinkConfig
+
+    def __init__(self, config: HttpSinkConfig | Mapping[str, Any]) -> None:
+        if not isinstance(config, HttpSinkConfig):
+            config = HttpSinkConfig.model_validate(config)
+        super().__init__(config)
+        self._client: httpx.AsyncClient | None = None
+        self._token_client: httpx.AsyncClient | None = None
+        self._auth: Authenticator | None = None
+        self._where = safe_url(config.url)
+        self._base_headers: dict[str, tuple[str, str]] = {
+            "user-agent": ("User-Agent", _USER_AGENT)}
+        for name, value in config.headers.items():
+            self._base_headers[name.lower()] = (name, value)
+
+    @property
+    def auth(self) -> Authenticator | None:
+        return self._auth
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        cfg = self.config
+        limits = httpx.Limits(max_connections=cfg.max_connections,
+                              max_keepalive_connections=cfg.max_connections)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(cfg.timeout), limits=limits, verify=cfg.verify_tls,
+            follow_redirects=False)
+        if cfg.auth is not None and cfg.auth.oauth2_client_credentials is not None:
+            # A client of its own: token requests must not queue behind a full delivery pool.
+            self._token_client = httpx.AsyncClient(
+                timeout=httpx.Timeout(cfg.timeout), verify=cfg.verify_tls, follow_redirects=False,
+                limits=httpx.Limits(max_connections=4), headers={"User-Agent": _USER_AGENT})
+        self._auth = make_authenticator(cfg.auth, self._token_client, cfg.timeout)
+
+    async def close(self) -> None:
+        client, token_client = self._client, self._token_client
+        self._client = self._token_client = None
+        self._auth = None
+        for c in (client, token_client):
+            if c is not None:
+                await c.aclose()
+
+    def _headers(self, delivery: Delivery) -> dict[str, tuple[str, str]]:
+        headers: dict[str, tuple[str, str]] = {"content-type": ("Content-Type", delivery.content_type)}
+        headers.update(self._base_headers)
+        for name, value in delivery.headers.items():
+            headers[name.lower()] = (name, _header_value(value))
+        traceparent = delivery.traceparent
+        if not traceparent or not _TRACEPARENT.match(traceparent):
+            traceparent = new_traceparent()
+        headers["idempotency-key"] = ("Idempotency-Key", _header_value(delivery.idempotency_key))
+        headers["x-syncbus-route"] = ("X-Syncbus-Route", _header_value(delivery.route))
+        headers["x-syncbus-mapping-version"] = ("X-Syncbus-Mapping-Version", str(delivery.mapping_version))
+        headers["x-syncbus-record-id"] = ("X-Syncbus-Record-Id", _header_value(delivery.record_id))
+        headers["traceparent"] = ("traceparent", traceparent)
+        return headers
+
+    async def send(self, delivery: Delivery) -> None:
+        """One attempt (plus one immediate retry with a fresh OAuth2 token after a 401)."""
+        if self._client is None:
+            await self.start()
+        headers = self._headers(delivery)
+        used: dict[str, str] = {}
+        if self._auth is not None:
+            used = await self._auth.headers()
+            for name, value in used.items():
+                headers[name.lower()] = (name, value)
+        response = await self._exchange(delivery.body, list(headers.values()))
+        if response[0] == 401 and self._auth is not None and self._auth.refreshable:
+            self._auth.invalidate(used)
+            for name, value in (await self._auth.headers()).items():
+                headers[name.lower()] = (name, value)
+            response = await self._exchange(delivery.body, list(headers.values()))
+        self._classify(*response)
+
+    async def _exchange(self, body: bytes,
+                        headers: list[tuple[str, str]]) -> tuple[int, httpx.Headers, bytes]:
+        assert self._client is not None
+        cfg = self.config
+        try:
+            # The client's timeout is per phase (connect, read, ...); this bounds the whole exchange.
+            async with asyncio.timeout(cfg.timeout):
+                request = self._client.build_request(cfg.method, cfg.url, content=body, headers=headers)
+                response = await self._client.send(request, stream=True)
+                try:
+                    content = await _read_limited(response)
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise DeliveryError(f"timeout after {format_duration(cfg.timeout)}: {self._where}",
+                                retryable=True) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise DeliveryError(f"{exc}: {self._where}", retryable=False) from exc
+        except httpx.TransportError as exc:
+            raise DeliveryError(describe_transport_error(exc, self._where), retryable=True) from exc
+        return response.status_code, response.headers, content
+
+    def _classify(self, status: int, headers: httpx.Headers, content: bytes) -> None:
+        if 200 <= status < 300:
+            return
+        snippet = body_snippet(content)
+        message = f"HTTP {status} from {self._where}" + (f": {snippet}" if snippet else "")
+        if status in RETRYABLE_STATUS or status >= 500:
+            raise DeliveryError(message, retryable=True, status=status,
+                                retry_after=parse_retry_after(headers.get("retry-after")))
+        if 300 <= status < 400:
+            location = headers.get("location") or ""
+            if location.startswith(("http://", "https://")):
+                location = safe_url(location)
+            target = f" to {location}" if location else ""
+            message = (f"HTTP {status} from {self._where}: redirect{target} not followed; "
+                       "point the sink's url at the final address")
+        raise DeliveryError(message, retryable=False, status=status)
+
+
+async def _read_limited(response: httpx.Response, limit: int = _READ_LIMIT) -> bytes:
+    """Read the body (so the connection can be reused) but never hold more than ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break  # closing an unread response drops the connection, which is fine for huge answers
+    return b"".join(chunks)

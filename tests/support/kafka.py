@@ -1,0 +1,167 @@
+"""A real Kafka broker for the test session.
+
+Register once in tests/conftest.py with ``pytest_plugins = ["tests.support.kafka"]``
+and mark tests that use it ``@pytest.mark.kafka``.
+
+* ``kafka_bootstrap`` -> "127.0.0.1:PORT". With ``SYNCBUS_TEST_KAFKA=host:port``
+  that broker is used as is; otherwise deploy/kafka/kafka.sh starts a private
+  broker on free ports with its own run dir, stopped at session end (and by a
+  watchdog if pytest dies, so none is ever left behind).
+* ``kafka_broker`` -> the private broker, for tests that stop or restart it
+  mid-stream. Skipped with an external broker: we must not restart someone
+  else's Kafka.
+
+A broker that cannot start skips the Kafka tests on a laptop, but FAILS them
+when ``CI=true``: CI must never go green by silently skipping Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "kafka.sh"
+START_TIMEOUT = 300.0  # includes a cold `fetch` of the broker jars with Maven
+STOP_TIMEOUT = 60.0
+
+
+class KafkaUnavailable(Exception):
+    """The test broker could not be started or stopped; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class KafkaBroker:
+    """A broker run by kafka.sh from ``run_dir``; stop/start keep its data (a real restart)."""
+
+    run_dir: Path
+    port: int
+    controller_port: int
+    partitions: int = 4
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            KAFKA_PORT=str(self.port),
+            KAFKA_CONTROLLER_PORT=str(self.controller_port),
+            KAFKA_RUN_DIR=str(self.run_dir),
+            KAFKA_PARTITIONS=str(self.partitions),
+            KAFKA_WATCH_PID=str(os.getpid()),
+        )
+        return env
+
+    def _run(self, command: str, timeout: float) -> str:
+        try:
+            proc = subprocess.run(["bash", str(KAFKA_SH), command], env=self._env(), capture_output=True,
+                                  text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as err:
+            raise KafkaUnavailable(f"kafka.sh {command} did not finish within {timeout:.0f}s") from err
+        except OSError as err:
+            raise KafkaUnavailable(f"cannot run {KAFKA_SH}: {err}") from err
+        if proc.returncode != 0:
+            detail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-40:])
+            raise KafkaUnavailable(f"kafka.sh {command} failed (exit {proc.returncode}):\n{detail}")
+        return proc.stdout.strip()
+
+    def start(self) -> None:
+        self._run("up", START_TIMEOUT)
+
+    def stop(self) -> None:
+        self._run("down", STOP_TIMEOUT)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def running(self) -> bool:
+        try:
+            self._run("status", 10)
+        except KafkaUnavailable:
+            return False
+        return True
+
+    # Async tests keep their event loop (and the clients on it) alive while the broker bounces.
+    async def astart(self) -> None:
+        await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def arestart(self) -> None:
+        await asyncio.to_thread(self.restart)
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Kafka broker unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(f"Kafka broker unavailable: {reason}")
+
+
+@dataclass
+class _Session:
+    bootstrap: str
+    broker: KafkaBroker | None
+
+
+@pytest.fixture(scope="session")
+def _kafka_session() -> Iterator[_Session]:
+    external = os.environ.get("SYNCBUS_TEST_KAFKA", "").strip()
+    if external:
+        yield _Session(external, None)
+        return
+    run_dir = Path(tempfile.mkdtemp(prefix="syncbus-kafka-"))
+    broker = KafkaBroker(run_dir=run_dir, port=free_port(), controller_port=free_port())
+    failure = ""
+    try:
+        broker.start()
+    except KafkaUnavailable as err:
+        failure = str(err)
+        with contextlib.suppress(KafkaUnavailable):
+            broker.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if failure:
+        _unavailable(failure)
+    try:
+        yield _Session(broker.bootstrap, broker)
+    finally:
+        try:
+            broker.stop()
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_kafka_session: _Session) -> str:
+    """``host:port`` of a running Kafka broker (ours, or SYNCBUS_TEST_KAFKA)."""
+    return _kafka_session.bootstrap
+
+
+@pytest.fixture
+def kafka_broker(_kafka_session: _Session) -> Iterator[KafkaBroker]:
+    """The session's own broker, for stop/restart tests; it is running again after each test."""
+    broker = _kafka_session.broker
+    if broker is None:
+        pytest.skip("SYNCBUS_TEST_KAFKA points at an external broker; not restarting it")
+    yield broker
+    if not broker.running():
+        broker.start()
