@@ -117,19 +117,31 @@ render_config() {
     mv "$CONFIG.tmp" "$CONFIG"
 }
 
+# The JVM command line as an array, so paths with spaces survive.
 java_cmd() {
-    # shellcheck disable=SC2086  # heap options are a word list on purpose
-    echo java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
-        -Djava.awt.headless=true \
+    local -a heap
+    read -r -a heap <<<"$KAFKA_HEAP_OPTS"
+    JAVA=(java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
+        -Djava.awt.headless=true
         "-Dlog4j2.configurationFile=$HERE/log4j2.yaml" "-Dkafka.logs.dir=$LOG_DIR"
+        -cp "$LIB/*")
 }
 
 format_storage() {
     local cluster_id
-    cluster_id="$("$PYTHON" -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
-    # shellcheck disable=SC2046
-    if ! $(java_cmd) -cp "$LIB/*" kafka.tools.StorageTool format \
-            --config "$CONFIG" --cluster-id "$cluster_id" --ignore-formatted \
+    # Kafka's own format (base64url of 16 random bytes); like Kafka, never start with '-',
+    # which command-line parsers would take for an option.
+    cluster_id="$("$PYTHON" -c '
+import base64, uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not cid.startswith("-"):
+        print(cid)
+        break
+')"
+    java_cmd
+    if ! "${JAVA[@]}" kafka.tools.StorageTool format \
+            --config "$CONFIG" "--cluster-id=$cluster_id" --ignore-formatted \
             >"$LOG_DIR/format.log" 2>&1; then
         cat "$LOG_DIR/format.log" >&2
         die "formatting $DATA_DIR failed"
@@ -139,6 +151,7 @@ format_storage() {
 start_watchdog() {
     local broker="$1" watch="$2"
     # Detached, so it survives this script; it only ever signals the same broker process.
+    # shellcheck disable=SC2016  # expanded by the inner bash
     setsid bash -c '
         b="$1"; w="$2"; cfg="$3"; grace="$4"
         ours() { tr "\0" " " <"/proc/$b/cmdline" 2>/dev/null | grep -q -- "kafka.Kafka $cfg"; }
@@ -153,7 +166,9 @@ start_watchdog() {
 cmd_up() {
     is_int "$KAFKA_PORT" || die "KAFKA_PORT must be a number, got '$KAFKA_PORT'"
     is_int "$KAFKA_CONTROLLER_PORT" || die "KAFKA_CONTROLLER_PORT must be a number, got '$KAFKA_CONTROLLER_PORT'"
-    is_int "$KAFKA_PARTITIONS" && ((KAFKA_PARTITIONS > 0)) || die "KAFKA_PARTITIONS must be > 0"
+    if ! is_int "$KAFKA_PARTITIONS" || ((KAFKA_PARTITIONS == 0)); then
+        die "KAFKA_PARTITIONS must be a number > 0, got '$KAFKA_PARTITIONS'"
+    fi
     need java "install a JDK 17+, e.g. apt-get install openjdk-17-jdk-headless"
     need "$PYTHON" "used to probe the broker; set KAFKA_PYTHON"
     cmd_fetch
@@ -175,9 +190,10 @@ cmd_up() {
         : >"$LOG_DIR/broker.out"
         # setsid: a Ctrl-C in the calling shell must not take the broker down;
         # `bash -c exec` keeps the pid we record equal to the JVM's pid.
-        # shellcheck disable=SC2046
+        java_cmd
+        # shellcheck disable=SC2016  # expanded by the inner bash
         setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' start "$PID_FILE" \
-            $(java_cmd) -cp "$LIB/*" kafka.Kafka "$CONFIG" \
+            "${JAVA[@]}" kafka.Kafka "$CONFIG" \
             </dev/null >>"$LOG_DIR/broker.out" 2>&1 &
         for _ in $(seq 50); do [[ -s "$PID_FILE" ]] && break; sleep 0.1; done
         pid="$(cat "$PID_FILE" 2>/dev/null || true)"

@@ -192,6 +192,36 @@ async def test_one_group_splits_partitions_and_sees_each_record_once(bus: KafkaB
         await asyncio.gather(a.stop(), b.stop())
 
 
+async def test_rebalance_commits_done_records_and_redelivers_in_flight(bus: KafkaBus) -> None:
+    topic, group = topic_name("revoke"), topic_name("g")
+    await bus.ensure_topics([topic], partitions=2)
+    for i in range(12):
+        await bus.publish(topic, str(i).encode(), key=f"key-{i}")
+
+    a = bus.consumer(group, [topic])
+    await a.start()
+    first = await fetch_n(a, 12)
+    in_flight = next(r for r in first if r.offset == 1)  # blocks its partition's prefix from offset 1 on
+    for r in first:
+        if r is not in_flight:
+            a.done(r)
+    # No commit() call: the revoke listener must commit the done prefix when b joins.
+    b = bus.consumer(group, [topic])
+    await b.start()
+    try:
+        redelivered: list[Record] = []
+        for _ in range(8):
+            for c in (a, b):
+                redelivered += await c.fetch(100, 0.2)
+        expected = {(in_flight.partition, r.offset) for r in first
+                    if r.partition == in_flight.partition and r.offset >= 1}
+        assert {(r.partition, r.offset) for r in redelivered} == expected
+        assert len(redelivered) == len(expected)
+        a.done(in_flight)  # finishing the stale copy late is harmless
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
 async def test_a_new_group_reads_from_the_start(bus: KafkaBus) -> None:
     topic = topic_name("fresh")
     await bus.ensure_topics([topic], partitions=1)

@@ -115,6 +115,7 @@ class TargetServer:
         self._client_id = ""
         self._client_secret = ""
         self.token_lifetime: float = 3600.0
+        self._token_delay = 0.0
         self._token_numbers = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._server: uvicorn.Server | None = None
@@ -211,14 +212,16 @@ class TargetServer:
             self._accepted[token] = float("inf")
 
     def oauth(self, path: str = "/oauth/token", *, client_id: str = "syncbus",
-              client_secret: str = "s3cret", expires_in: float = 3600.0) -> str:
+              client_secret: str = "s3cret", expires_in: float = 3600.0, delay: float = 0.0) -> str:
         """Serve an OAuth2 client-credentials token endpoint at ``path``; return its URL.
 
         Tokens are "token-1", "token-2", … valid (server side) for ``expires_in``
         seconds; every other path then requires one of them. Client credentials
-        are accepted as HTTP Basic or as form fields.
+        are accepted as HTTP Basic or as form fields. ``delay``: seconds before
+        each token answer (a slow identity provider).
         """
         with self._lock:
+            self._token_delay = delay
             self._token_path = path
             self._client_id, self._client_secret = client_id, client_secret
             self.token_lifetime = expires_in
@@ -241,6 +244,7 @@ class TargetServer:
         with self._lock:
             self._token_numbers = itertools.count(1)
             self.token_lifetime = 3600.0
+            self._token_delay = 0.0
             self._requests.clear()
             self._scripts.clear()
             self._auth_required = False
@@ -349,7 +353,8 @@ class TargetServer:
         token = f"token-{next(self._token_numbers)}"
         self._accepted[token] = time.monotonic() + self.token_lifetime
         self._issued.add(token)
-        return Reply(200, {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime})
+        return Reply(200, {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime},
+                     delay=self._token_delay)
 
 
 def main() -> None:

@@ -34,8 +34,7 @@ def provider_of(sink: HttpSink) -> OAuth2TokenProvider:
 
 
 async def test_one_token_request_for_many_concurrent_sends(target: TargetServer, make_delivery: MakeDelivery) -> None:
-    token_url = target.oauth(expires_in=3600)
-    target.script(Reply(200, delay=0.05), path="/oauth/token")  # a slow token endpoint widens the race
+    token_url = target.oauth(expires_in=3600, delay=0.05)  # a slow token endpoint widens the race
     sink = oauth_sink(target, token_url, scope=["orders.write", "orders.read"], audience="erp-api")
     await asyncio.gather(*(sink.send(make_delivery(record_id=f"r{i}")) for i in range(50)))
     await asyncio.gather(*(sink.send(make_delivery(record_id=f"s{i}")) for i in range(10)))  # cached
@@ -201,9 +200,7 @@ async def test_token_response_without_access_token_is_permanent(
 
 async def test_cancelled_sender_does_not_cancel_the_shared_token_request(
         target: TargetServer, make_delivery: MakeDelivery) -> None:
-    sink = oauth_sink(target, target.oauth())
-    target.script(Reply(200, delay=0.1), path="/oauth/token")  # delay is applied, then the token is issued
-    target.script(path="/oauth/token")
+    sink = oauth_sink(target, target.oauth(delay=0.1))
     first = asyncio.create_task(sink.send(make_delivery()))
     await asyncio.sleep(0.03)
     second = asyncio.create_task(sink.send(make_delivery()))

@@ -244,7 +244,8 @@ async def test_send_starts_lazily_and_close_is_idempotent(target: TargetServer, 
     assert len(target.requests) == 2
 
 
-async def test_huge_error_bodies_are_not_held(target: TargetServer, sink: HttpSink, make_delivery: MakeDelivery) -> None:
+async def test_huge_error_bodies_are_not_held(
+        target: TargetServer, sink: HttpSink, make_delivery: MakeDelivery) -> None:
     target.script(Reply(500, b"E" * 5_000_000))
     with pytest.raises(DeliveryError) as info:
         await sink.send(make_delivery())

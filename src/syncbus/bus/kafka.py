@@ -267,6 +267,7 @@ class KafkaConsumer:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Commit before the partitions move so the next owner starts after our finished prefix;
         # records still in flight here are redelivered to it (at-least-once).
+        await self._commit_now()
         for tp in revoked:
             self._tracker.revoke((tp.topic, tp.partition))
 

@@ -58,9 +58,10 @@ class JsonCodec:
         return f"JsonCodec(max_bytes={self.max_bytes}, max_depth={self.max_depth})"
 
     def decode(self, data: BytesLike) -> Any:
-        raw = as_bytes(_FMT, data)
-        check_size(_FMT, raw, self.max_bytes)
-        if raw.startswith(_BOM):
+        raw = data if type(data) is bytes else as_bytes(_FMT, data)
+        if len(raw) > self.max_bytes:
+            check_size(_FMT, raw, self.max_bytes)
+        if raw[:3] == _BOM:
             raw = raw[3:]
         try:
             obj = orjson.loads(raw)
@@ -142,7 +143,7 @@ def _decode_error(raw: bytes, exc: orjson.JSONDecodeError, limit: int) -> Decode
             raw.decode("utf-8")
         except UnicodeDecodeError as uexc:
             line, col = line_col(raw, uexc.start)
-            bad = raw[uexc.start:uexc.start + 4]
+            bad = raw[uexc.start:uexc.end]
             return DecodeError(_FMT, f"line {line}, column {col} (byte {uexc.start}): "
                                      f"invalid UTF-8 byte sequence {bad!r}")
         return DecodeError(_FMT, "invalid UTF-8")

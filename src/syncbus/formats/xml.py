@@ -34,7 +34,7 @@ import codecs
 import re
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from xml.parsers import expat
 
 from syncbus.errors import ConfigError, DecodeError, EncodeError
@@ -355,7 +355,13 @@ def _emit_pretty(out: list[str], key: Any, value: Any, enc: str, depth: int) -> 
 
 
 class _Refused(Exception):
-    """Raised from expat callbacks; turned into a DecodeError with the parser's position."""
+    """Raised from expat callbacks; turned into a DecodeError with the position it was raised at."""
+
+    def __init__(self, reason: str, line: int, column: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line = line
+        self.column = column
 
 
 _MISSING: Final = object()
@@ -364,6 +370,7 @@ _NOT_DOCUMENT_ENCODINGS: Final = frozenset({"unicode-escape", "raw-unicode-escap
 _XML_DECL_ENCODING: Final = re.compile(
     rb"<\?xml[^>]{0,200}?encoding\s*=\s*[\"']([A-Za-z][A-Za-z0-9._-]{0,40})[\"']"
 )
+_INVALID_TOKEN: Final = expat.errors.codes[expat.errors.XML_ERROR_INVALID_TOKEN]
 _TRUNCATION_ERRORS: Final = frozenset(
     expat.errors.codes[msg] for msg in (
         expat.errors.XML_ERROR_NO_ELEMENTS, expat.errors.XML_ERROR_UNCLOSED_TOKEN,
@@ -398,30 +405,41 @@ def _document_encoding(raw: bytes, fallback: str) -> str:
     return fallback
 
 
-def _refuse_entity(name: str, is_parameter: bool, value: str | None, base: str | None,
-                   system_id: str | None, public_id: str | None, notation: str | None) -> None:
-    kind = "parameter entity" if is_parameter else "entity"
-    where = f" (external: {system_id!r})" if system_id else ""
-    raise _Refused(f"{kind} declaration {name!r}{where} refused: DTD entities are not allowed")
+def _install_guards(parser: Any) -> None:
+    """Refuse every DTD feature that can amplify input or reach outside the document.
 
+    Each guard records the parser position *before* raising: once a handler
+    raises, expat's notion of "current position" moves on.
+    """
 
-def _refuse_unparsed(name: str, base: str | None, system_id: str, public_id: str | None,
-                     notation: str) -> None:
-    raise _Refused(f"unparsed entity declaration {name!r} refused: DTD entities are not allowed")
+    def refuse(message: str) -> NoReturn:
+        raise _Refused(message, parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
 
+    def entity(name: str, is_parameter: bool, value: str | None, base: str | None,
+               system_id: str | None, public_id: str | None, notation: str | None) -> None:
+        kind = "parameter entity" if is_parameter else "entity"
+        where = f" (external: {system_id!r})" if system_id else ""
+        refuse(f"{kind} declaration {name!r}{where} refused: DTD entities are not allowed")
 
-def _refuse_external(context: str, base: str | None, system_id: str | None, public_id: str | None) -> None:
-    raise _Refused(f"external entity {system_id!r} refused: nothing is fetched")
+    def unparsed(name: str, base: str | None, system_id: str, public_id: str | None, notation: str) -> None:
+        refuse(f"unparsed entity declaration {name!r} refused: DTD entities are not allowed")
 
+    def external(context: str, base: str | None, system_id: str | None, public_id: str | None) -> None:
+        refuse(f"external entity {system_id!r} refused: nothing is fetched")
 
-def _refuse_skipped(name: str, is_parameter: bool) -> None:
-    raise _Refused(f"reference to undeclared entity {name!r}")
+    def skipped(name: str, is_parameter: bool) -> None:
+        refuse(f"reference to undeclared entity {name!r}")
 
+    def attlist(element: str, attribute: str, type_: str | None, default: str | None, required: int) -> None:
+        if default is not None:
+            refuse(f"DTD default value for attribute {attribute!r} of <{element}> refused")
 
-def _refuse_default(element: str, attribute: str, type_: str | None, default: str | None,
-                    required: int) -> None:
-    if default is not None:
-        raise _Refused(f"DTD default value for attribute {attribute!r} of <{element}> refused")
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.EntityDeclHandler = entity
+    parser.UnparsedEntityDeclHandler = unparsed
+    parser.ExternalEntityRefHandler = external
+    parser.SkippedEntityHandler = skipped
+    parser.AttlistDeclHandler = attlist
 
 
 def _parse(raw: bytes, max_depth: int, fallback_encoding: str) -> Any:
@@ -436,7 +454,7 @@ def _parse(raw: bytes, max_depth: int, fallback_encoding: str) -> Any:
             raw = raw.decode(encoding).encode("utf-8", errors="surrogatepass")
         except UnicodeDecodeError as exc:
             line, col = line_col(raw, exc.start, encoding)
-            bad = raw[exc.start:exc.start + 4]
+            bad = raw[exc.start:exc.end]
             raise DecodeError(_FMT, f"line {line}, column {col} (byte {exc.start}): "
                                     f"invalid {encoding} byte sequence {bad!r}") from None
         parser = expat.ParserCreate("utf-8", None)
@@ -444,12 +462,7 @@ def _parse(raw: bytes, max_depth: int, fallback_encoding: str) -> Any:
     parser.ordered_attributes = True
     parser.buffer_text = True
     parser.buffer_size = 65536
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.EntityDeclHandler = _refuse_entity
-    parser.UnparsedEntityDeclHandler = _refuse_unparsed
-    parser.ExternalEntityRefHandler = _refuse_external
-    parser.SkippedEntityHandler = _refuse_skipped
-    parser.AttlistDeclHandler = _refuse_default
+    _install_guards(parser)
 
     # Same tree as xmltodict's _DictSAXHandler with default options, without its
     # per-call option checks.
@@ -460,7 +473,8 @@ def _parse(raw: bytes, max_depth: int, fallback_encoding: str) -> Any:
     def start(name: str, attrs: list[str]) -> None:
         nonlocal item, data
         if len(stack) >= max_depth:
-            raise _Refused(f"nesting deeper than {max_depth} elements")
+            raise _Refused(f"nesting deeper than {max_depth} elements",
+                           parser.CurrentLineNumber, parser.CurrentColumnNumber + 1)
         stack.append((item, data))
         if attrs:
             it = iter(attrs)
@@ -500,10 +514,16 @@ def _parse(raw: bytes, max_depth: int, fallback_encoding: str) -> Any:
     try:
         parser.Parse(raw, True)
     except _Refused as exc:
-        raise DecodeError(_FMT, f"line {parser.CurrentLineNumber}, column {parser.CurrentColumnNumber + 1}: "
-                                f"{exc}") from None
+        raise DecodeError(_FMT, f"line {exc.line}, column {exc.column}: {exc.reason}") from None
     except expat.ExpatError as exc:
         message = expat.ErrorString(exc.code)
+        if exc.code == _INVALID_TOKEN and encoding == "utf-8":
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as uexc:
+                line, col = line_col(raw, uexc.start)
+                raise DecodeError(_FMT, f"line {line}, column {col} (byte {uexc.start}): invalid UTF-8 "
+                                        f"byte sequence {raw[uexc.start:uexc.end]!r}") from None
         if exc.code in _TRUNCATION_ERRORS and raw.strip():
             message += " (truncated document?)"
         raise DecodeError(_FMT, f"line {exc.lineno}, column {exc.offset + 1}: {message}") from None

@@ -27,7 +27,7 @@ from .lookups import LookupTables
 from .paths import MISSING, PathError, compile_getter, parse_path
 from .schemas import CompiledSchema, load_schema
 from .spec import FieldSpec, MappingSpec, TargetSpec
-from .transforms import LookupMiss, TransformSpecError, compile_chain
+from .transforms import LookupMiss, TransformSpecError, compile_chain, to_text
 
 Where = Callable[[tuple[Any, ...]], Location]
 Step = Callable[[Any, Any], Any]  # (current object, record root) -> value or MISSING
@@ -137,9 +137,10 @@ def _test(expr: Expression, obj: Any, what: str) -> bool:
 
 
 def _text(value: Any) -> str:
-    if value is True or value is False:
-        return "true" if value else "false"
-    return str(value)
+    try:
+        return to_text(value)
+    except TransformError:
+        return str(value)
 
 
 class _Compiler:

@@ -25,6 +25,8 @@ from ..errors import SyncbusError
 
 _SCALARS = (str, int, float, bool, type(None))
 CACHE_SIZE = 4096
+_TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type",
+                         "type", "dyn", "timestamp", "duration"})
 
 
 class ExpressionSpecError(SyncbusError):
@@ -46,7 +48,7 @@ class Expression:
             self._program = cel.compile(source)
         except (ValueError, TypeError, RuntimeError) as exc:
             raise ExpressionSpecError(_first_line(exc, source)) from None
-        unknown = set(self._program.variables()) - {"record", "item"} - _bound_names(source)
+        unknown = set(self._program.variables()) - {"record", "item"} - _TYPE_NAMES - _bound_names(source)
         if unknown:
             raise ExpressionSpecError(
                 f"unknown variable {sorted(unknown)[0]!r} in {source!r} (use record.<field> or item.<field>)"

@@ -86,7 +86,9 @@ class FieldSpec(_Strict):
     def _map_keys_as_text(cls, value: Any) -> Any:
         # YAML reads `1: x` with an int key; source values are compared as text.
         if isinstance(value, dict):
-            return {str(k) if not isinstance(k, str) else k: v for k, v in value.items()}
+            from .transforms import to_text
+
+            return {k if isinstance(k, str) else to_text(k): v for k, v in value.items()}
         return value
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ A test file names a mapping and lists cases::
         input: {order_id: "SO-1", ...}        # or input_file: x.json / x.xml, or input_text: "<xml…>"
         expected: {ORDERS05: {...}}           # the mapped object, compared exactly
         expected_body: "<?xml …"              # optional: the encoded payload, compared exactly
+        expected_body_file: data/x.xml         # …or kept in a golden file
         expected_targets: [erp-orders]        # optional: which sinks get it (fan-out)
       - name: missing order id
         input: {...}
@@ -44,6 +45,7 @@ class TestCase(BaseModel):
     content_type: str | None = Field(None, description="For input_text: application/json or application/xml.")
     expected: Any = None
     expected_body: str | None = None
+    expected_body_file: str | None = None
     expected_targets: list[str] | None = None
     expected_error: str | None = None
     expected_skipped: bool = False
@@ -54,9 +56,11 @@ class TestCase(BaseModel):
         inputs = [k for k in ("input", "input_file", "input_text") if k in given]
         if len(inputs) != 1:
             raise ValueError("give exactly one of input, input_file, input_text")
-        outcomes = [k for k in ("expected", "expected_body", "expected_error", "expected_skipped") if k in given]
+        outcomes = [k for k in ("expected", "expected_body", "expected_body_file", "expected_targets",
+                                      "expected_error", "expected_skipped")
+                    if k in given]
         if not outcomes:
-            raise ValueError("give expected, expected_body, expected_error or expected_skipped")
+            raise ValueError("give expected, expected_body, expected_targets, expected_error or expected_skipped")
         if "expected_error" in given and len(outcomes) > 1:
             raise ValueError("expected_error cannot be combined with other expectations")
         return self
@@ -184,6 +188,12 @@ def _run_case(tf: Path, case: TestCase, mapping: CompiledMapping) -> CaseResult:
         body = result.outputs[0].body.decode("utf-8", "replace")
         if body.strip() != case.expected_body.strip():
             problems.append(f"body differs:\n  expected: {case.expected_body.strip()}\n  actual:   {body.strip()}")
+    if case.expected_body_file is not None:
+        golden = tf.parent / case.expected_body_file
+        want = golden.read_bytes() if golden.exists() else read_text(golden, "expected body file").encode()
+        if result.outputs[0].body.rstrip(b"\n") != want.rstrip(b"\n"):
+            problems.append(f"body differs from {case.expected_body_file}:\n  actual: "
+                            f"{result.outputs[0].body.decode('utf-8', 'replace')[:2000]}")
     if case.expected_targets is not None:
         sinks = [o.target.sink for o in result.outputs]
         if sinks != case.expected_targets:

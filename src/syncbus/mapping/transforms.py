@@ -26,6 +26,32 @@ tests/mapping/test_transforms.py):
   exponent, surrounding spaces ignored. No thousands separators, no
   ``NaN``/``Infinity``, no underscores; booleans are not numbers.
 
+Chain syntax: ``name`` or ``name(arg, ...)`` joined by ``|``; an argument is a
+whole number (``-3``), text in single or double quotes (a backslash escapes a
+quote or a backslash and is literal otherwise; ``|`` inside quotes is text) or a
+bare name (``lookup(departments)`` = ``lookup('departments')``).
+
+Decisions where DESIGN §4 is silent:
+
+- ``zfill(n)`` behaves like Python's ``str.zfill``: zeros go after a leading
+  sign (``-12 -> "-00012"``); longer values are unchanged.
+- ``mask_phone`` counts and masks digits (any script, so full-width digits are
+  masked too) and keeps separators: ``138-1234-5678 -> 138-****-5678``. A
+  country code written apart (``+86 ``, ``+1-``) is kept and not counted. With
+  fewer than 8 digits only the end stays visible: at most 4 digits and at most
+  half (``1234567 -> ****567``).
+- ``mask(s, e)`` works on characters; when the text is too short to keep both
+  ends and hide something, at most half of it stays visible, the start first
+  (``mask(1, 1)``: ``张三 -> 张*``).
+- ``date``/``datetime`` read what ``datetime.fromisoformat`` reads (``Z``,
+  offsets, ``20261120``, a space instead of ``T``), plus date/datetime objects
+  and 8-digit numbers. The date and time are used as written, never converted
+  between zones. ``date()`` ignores the time part (``%H`` gives ``00``).
+- ``decimal(n)`` rounds half away from zero (ROUND_HALF_UP), never prints
+  ``-0.00``, and refuses numbers with more than about 130 digits.
+- ``normalize_company`` also removes zero-width characters and shortens the
+  traditional form 有限責任公司 as well.
+
 Plugins add transforms with :func:`register_transform`; ``TRANSFORMS`` is the
 registry (name -> :class:`TransformDef`) the generated docs are built from.
 """
@@ -35,6 +61,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import operator
 import re
 import unicodedata
 from collections.abc import Callable
@@ -169,7 +196,7 @@ _TOKEN_RE = re.compile(
     r"""
       (?P<ws>\s+)
     | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-    | (?P<int>[+-]?[0-9]+(?![\w.]))
+    | (?P<int>[+-]?[0-9]{1,18}(?![\w.]))
     | (?P<name>[^\W\d]\w*(?:-\w+)*)
     | (?P<punct>[|(),])
     """,
@@ -198,7 +225,7 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
                 raise TransformSpecError(f"unterminated string starting at position {pos} in {text!r}", pos)
             if ch in "+-0123456789":
                 bad = _BAD_NUMBER_RE.match(text, pos)
-                word = bad.group() if bad else ch
+                word = bad.group()[:30] if bad else ch
                 raise TransformSpecError(
                     f"bad argument {word!r} at position {pos} in {text!r}: "
                     "arguments are whole numbers, 'quoted text' or names", pos
@@ -388,9 +415,12 @@ def to_text(value: Any, label: str = "str") -> str:
     t = type(value)
     if t is str:
         return value  # type: ignore[no-any-return]
-    if t is bool:
+    if t is int:
+        if -_INT_FAST < value < _INT_FAST:
+            return str(value)
+    elif t is bool:
         return "true" if value else "false"
-    if t is float:
+    elif t is float:
         return _float_text(value)
     if isinstance(value, str):
         return str(value)
@@ -679,7 +709,8 @@ def _decimal(places: int | str) -> Transform:
             raise TransformError(f"{label}: {_show(value)} has too many digits") from None
         if not rounded and rounded.is_signed():
             rounded = rounded.copy_abs()  # -0.001 -> "0.00", never "-0.00"
-        return format(rounded, "f")
+        text = str(rounded)  # faster than format(); exponent form only for tiny values
+        return format(rounded, "f") if "E" in text else text
 
     return decimal_
 
@@ -743,8 +774,15 @@ class _FastFormat:
     template: str
     attrs: tuple[str, ...]
 
-    def __call__(self, moment: date) -> str:
-        return self.template % tuple([getattr(moment, a) for a in self.attrs])
+    def render(self) -> Callable[[date], str]:
+        template = self.template
+        if len(self.attrs) > 1:
+            values = operator.attrgetter(*self.attrs)  # returns a tuple
+            return lambda moment: template % values(moment)
+        if self.attrs:
+            value = operator.attrgetter(self.attrs[0])
+            return lambda moment: template % (value(moment),)
+        return lambda moment: template % ()
 
 
 def _fast_format(pattern: str) -> _FastFormat | None:
@@ -773,14 +811,7 @@ def _fast_format(pattern: str) -> _FastFormat | None:
 def _formatter(pattern: str, *, date_only: bool) -> Callable[[date], str]:
     fast = _fast_format(pattern)
     if fast is not None and (not date_only or _DATE_ATTRS.issuperset(fast.attrs)):
-        if fast.attrs == ("year", "month", "day"):
-            template = fast.template
-
-            def ymd(moment: date) -> str:
-                return template % (moment.year, moment.month, moment.day)
-
-            return ymd
-        return fast
+        return fast.render()
     if date_only:
         return lambda moment: (moment.date() if isinstance(moment, datetime) else moment).strftime(pattern)
     return lambda moment: moment.strftime(pattern)

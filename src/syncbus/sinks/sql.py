@@ -181,8 +181,8 @@ class SqlSink(BaseSink):
         the bus from starting at noon); a missing table or column is a
         configuration mistake and raises :class:`ConfigError` now.
         """
-        self._open()
         try:
+            self._open()
             await self._target(None)
         except DeliveryError as err:
             if not err.retryable:
@@ -222,7 +222,8 @@ class SqlSink(BaseSink):
         try:
             engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
         except Exception as exc:  # unknown dialect, driver not installed
-            raise ConfigError(f"sink {self.name!r}: cannot use database {self._db}: {exc}") from None
+            raise DeliveryError(f"{self.name}: cannot use database {self._db}: {exc}",
+                                retryable=False) from None
         if backend == "sqlite":
             sa.event.listen(engine, "connect", functools.partial(_sqlite_on_connect, cfg.lock_timeout))
         self._engine = engine
