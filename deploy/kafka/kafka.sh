@@ -88,6 +88,15 @@ broker_pid() {
     echo "$pid"
 }
 
+# Running and not a zombie: during `up` the JVM is our child, and a child that
+# died stays visible to `kill -0` until we reap it.
+alive() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat%% *}" != Z ]]
+}
+
 stored_bootstrap() {
     if [[ -f "$BOOTSTRAP_FILE" ]]; then cat "$BOOTSTRAP_FILE"; else echo "127.0.0.1:$KAFKA_PORT"; fi
 }
@@ -142,7 +151,7 @@ while True:
     # A short-lived tool: C1 only and the serial GC start faster and use less CPU.
     if ! java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
             "-Dlog4j2.configurationFile=$HERE/log4j2.yaml" "-Dkafka.logs.dir=$LOG_DIR" \
-            -cp "$LIB/*" kafka.tools.StorageTool format \
+            -Dkafka.log.file=storage-tool.log -cp "$LIB/*" kafka.tools.StorageTool format \
             --config "$CONFIG" "--cluster-id=$cluster_id" --ignore-formatted \
             >"$LOG_DIR/format.log" 2>&1; then
         cat "$LOG_DIR/format.log" >&2
@@ -208,7 +217,7 @@ cmd_up() {
 
     local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
     until serving "$bootstrap"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
             log_tail
             rm -f "$PID_FILE"
             die "the broker exited during startup (logs in $LOG_DIR)"
@@ -233,11 +242,11 @@ cmd_down() {
     fi
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + KAFKA_STOP_TIMEOUT))
-    while kill -0 "$pid" 2>/dev/null; do
+    while alive "$pid"; do
         if ((SECONDS >= deadline)); then
             echo "kafka.sh: broker $pid ignored SIGTERM for ${KAFKA_STOP_TIMEOUT}s, killing it" >&2
             kill -KILL "$pid" 2>/dev/null || true
-            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+            while alive "$pid"; do sleep 0.1; done
             break
         fi
         sleep 0.1

@@ -411,6 +411,8 @@ def dlq_edit(
         Path(tmp.name).unlink(missing_ok=True)
     if len(value) > MAX_INPUT:
         raise SyncbusError(f"the new value is larger than {MAX_INPUT} bytes")
+    if not value.strip():
+        raise SyncbusError("the new value is empty; nothing was changed")
     if value == dl.value:
         typer.echo("unchanged", err=True)
         return

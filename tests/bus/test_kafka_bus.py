@@ -275,7 +275,10 @@ async def test_survives_a_broker_restart_mid_stream(bus: KafkaBus, kafka_broker:
             consumer.done(r)
         await consumer.commit()
 
-        await kafka_broker.arestart()  # data kept on disk: same topic, same committed offsets
+        await kafka_broker.astop()
+        assert not await bus.ping()
+        await kafka_broker.astart()  # data kept on disk: same topic, same committed offsets
+        assert await bus.ping()
 
         after = [await bus.publish(topic, f"{i}".encode()) for i in range(5, 8)]
         assert [r.offset for r in after] == [5, 6, 7]

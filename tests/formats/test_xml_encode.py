@@ -52,18 +52,20 @@ def _model(leaves: st.SearchStrategy[Any], attr_values: st.SearchStrategy[Any]) 
 
     Built with ``deferred`` rather than ``recursive`` so the strategy's repr stays small.
     """
-    # map() keeps one_of from flattening the six scalar kinds into six equal branches.
-    leaf = leaves.map(lambda x: x)
-    value: st.SearchStrategy[Any] = st.deferred(lambda: st.one_of(leaf, node, repeated))
+    # Choose the kind first: one_of would flatten the scalar kinds into many equal branches.
+    value: st.SearchStrategy[Any] = st.deferred(
+        lambda: st.sampled_from([leaves, node, repeated]).flatmap(lambda kind: kind))
     node = st.deferred(lambda: st.lists(
         st.one_of(st.tuples(attr_names, attr_values), st.tuples(names, value), st.tuples(st.just("#text"), leaves)),
         min_size=1, max_size=5, unique_by=lambda kv: kv[0],
     ).map(dict))
-    repeated = st.deferred(lambda: st.lists(st.one_of(leaf, node), min_size=2, max_size=3))
+    repeated = st.deferred(lambda: st.lists(st.sampled_from([leaves, node]).flatmap(lambda kind: kind),
+                                             min_size=2, max_size=3))
     return node
 
 
-_model_root_values = st.one_of(scalars.map(lambda x: x), _model(scalars, scalars), _model(scalars, scalars))
+_model_root_values = st.sampled_from([scalars, _model(scalars, scalars), _model(scalars, scalars)]).flatmap(
+    lambda kind: kind)
 
 
 @st.composite

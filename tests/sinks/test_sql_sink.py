@@ -310,3 +310,20 @@ def test_config_rules() -> None:
 def test_redact_url_hides_passwords_even_in_bad_urls() -> None:
     assert redact_url("postgresql+psycopg://fin:s3cret@db:5432/fin") == "postgresql+psycopg://fin:***@db:5432/fin"
     assert "s3cret" not in redact_url("weird://fin:s3cret@")
+
+
+async def test_text_dates_go_into_date_columns(tmp_path: Path, make_delivery) -> None:
+    path = tmp_path / "typed.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE vouchers (voucher_no TEXT PRIMARY KEY, date DATE, posted_at DATETIME)")
+    sink = SqlSink(config(path))
+    await sink.start()
+    try:
+        await sink.send(voucher(make_delivery, {"voucher_no": "V1", "date": "2026-11-20",
+                                                "posted_at": "2026-11-20T22:00:05"}))
+        with pytest.raises(DeliveryError, match="column 'date': '2026-13-01' is not a valid date") as caught:
+            await sink.send(voucher(make_delivery, {"voucher_no": "V2", "date": "2026-13-01"}))
+        assert not caught.value.retryable
+    finally:
+        await sink.close()
+    assert rows(path) == [("V1", "2026-11-20", "2026-11-20 22:00:05.000000")]

@@ -78,18 +78,23 @@ class JsonCodec:
         try:
             return orjson.dumps(obj, default=_default)
         except orjson.JSONEncodeError as exc:
-            raise EncodeError(_FMT, str(exc)) from None
+            cause = exc.__cause__  # our own reason from _default, when it was us
+            raise EncodeError(_FMT, str(cause) if isinstance(cause, _Unsupported) else str(exc)) from None
+
+
+class _Unsupported(TypeError):
+    """Raised by _default; orjson keeps it as the cause of its JSONEncodeError."""
 
 
 def _default(obj: Any) -> Any:
     """Types orjson does not know natively; anything else is an EncodeError, not silent str()."""
     if isinstance(obj, Decimal):
         if not obj.is_finite():
-            raise TypeError(f"Decimal {obj} is not a JSON number")
+            raise _Unsupported(f"Decimal {obj} is not a JSON number")
         return orjson.Fragment(str(obj).encode("ascii"))
     if isinstance(obj, (set, frozenset)):
-        raise TypeError("a set has no order; convert it to a list")
-    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+        raise _Unsupported("a set has no order; convert it to a list")
+    raise _Unsupported(f"Type is not JSON serializable: {type(obj).__name__}")
 
 
 def _too_deep(obj: Any, limit: int) -> bool:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "syncbus.sinks"
 BUILTIN_SINKS: dict[str, str] = {
     "http": "syncbus.sinks.http:HttpSink",
+    "sql": "syncbus.sinks.sql:SqlSink",
+    "file": "syncbus.sinks.file:FileSink",
 }
 
 Loc = tuple[str | int, ...]

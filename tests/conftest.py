@@ -1,0 +1,3 @@
+"""Session-wide fixtures: the real Kafka broker (tests/support/kafka.py)."""
+
+pytest_plugins = ["tests.support.kafka"]
