@@ -140,9 +140,10 @@ def test_without_header_row() -> None:
 
 
 def test_oversized_input_refused_before_decoding() -> None:
-    big = b"a\n" + b"x\n" * (40 * 1024 * 1024)
-    assert_refused(lambda: CsvCodec(max_bytes=16 * 1024 * 1024).decode(big), "larger than the limit", seconds=0.5,
-                   peak_mib=1)
+    big = b"a\n" + b"x\n" * 65536
+    assert_refused(lambda: CsvCodec(max_bytes=65536).decode(big), "input is 131074 bytes, larger than the limit "
+                   "of 65536 bytes", seconds=0.5, peak_mib=1)
+    assert len(CsvCodec(max_bytes=len(big)).decode(big)) == 65536
 
 
 def test_huge_field_is_an_error_not_a_hang(csv_codec: CsvCodec) -> None:
@@ -208,10 +209,11 @@ def test_content_type_names_non_utf8_charsets() -> None:
 
 
 _cell = st.text(st.characters(exclude_categories=("Cs",)), max_size=10)
-_names = st.text(st.characters(exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=6)
+_names = st.text(st.characters(exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), exclude_characters="\ufeff"),
+                 min_size=1, max_size=6)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(_names, min_size=1, max_size=5, unique=True).flatmap(
     lambda cols: st.lists(st.fixed_dictionaries({c: _cell for c in cols}), min_size=1, max_size=5)))
 def test_round_trip_property(rows: list[dict[str, str]]) -> None:

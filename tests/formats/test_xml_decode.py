@@ -71,6 +71,8 @@ def test_decode_golden_orders05_idoc(xml: XmlCodec) -> None:
 
 def test_decode_accepts_str_bytearray_memoryview(xml: XmlCodec) -> None:
     assert xml.decode("<r>中</r>") == {"r": "中"}
+    # Text is already decoded: a declaration inside it does not apply any more.
+    assert xml.decode('<?xml version="1.0" encoding="GBK"?><r>中</r>') == {"r": "中"}
     assert xml.decode(bytearray(b"<r>1</r>")) == {"r": "1"}
     assert xml.decode(memoryview(b"<r>1</r>")) == {"r": "1"}
 

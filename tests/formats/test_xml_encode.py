@@ -219,6 +219,12 @@ def test_without_declaration_and_other_encodings() -> None:
     assert b"&#128512;" in gbk  # not in GBK: a character reference
     assert get_codec("xml").decode(gbk) == doc
     assert xmltodict.parse(gbk.decode("gbk").split("\n", 1)[1]) == doc
+    with pytest.raises(EncodeError, match="an element or attribute name contains 'ŝ', which gbk cannot represent"):
+        XmlCodec(encoding="gbk").encode({"r": {"naŝ": "x"}})
+    with pytest.raises(EncodeError, match="name contains 'ŝ'"):
+        XmlCodec(encoding="ascii").encode({"r": {"@aŝ": "x", "b": "ŝ"}})
+    assert get_codec("xml").decode(XmlCodec(encoding="ascii").encode({"r": {"@a": "ŝ", "b": "ŝ"}})) == {
+        "r": {"@a": "ŝ", "b": "ŝ"}}
 
 
 # ------------------------------------------------------------------ errors

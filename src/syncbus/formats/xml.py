@@ -442,14 +442,12 @@ def _install_guards(parser: Any) -> None:
     parser.AttlistDeclHandler = attlist
 
 
-def _parse(raw: bytes, max_depth: int, fallback_encoding: str) -> Any:
-    encoding = _document_encoding(raw, fallback_encoding)
-    if encoding == "utf-8":
-        parser = expat.ParserCreate(None, None)
-    else:
+def _parse(raw: bytes, max_depth: int, fallback_encoding: str, is_text: bool = False) -> Any:
+    # Decoded text (a str) was re-encoded as UTF-8 by the caller: its declaration no longer applies.
+    encoding = "utf-8" if is_text else _document_encoding(raw, fallback_encoding)
+    if encoding != "utf-8":
         # expat only knows UTF-8/16, Latin-1 and ASCII, and no multi-byte legacy
-        # encodings (GBK, GB18030, Shift-JIS): transcode strictly, then parse as UTF-8
-        # (the protocol encoding overrides the document's declaration).
+        # encodings (GBK, GB18030, Shift-JIS): transcode strictly, then parse as UTF-8.
         try:
             raw = raw.decode(encoding).encode("utf-8", errors="surrogatepass")
         except UnicodeDecodeError as exc:
@@ -457,7 +455,9 @@ def _parse(raw: bytes, max_depth: int, fallback_encoding: str) -> Any:
             bad = raw[exc.start:exc.end]
             raise DecodeError(_FMT, f"line {line}, column {col} (byte {exc.start}): "
                                     f"invalid {encoding} byte sequence {bad!r}") from None
-        parser = expat.ParserCreate("utf-8", None)
+    # Always UTF-8 by now; as the protocol encoding it overrides whatever the
+    # declaration says, so expat never consults its unknown-encoding hook.
+    parser = expat.ParserCreate("utf-8", None)
 
     parser.ordered_attributes = True
     parser.buffer_text = True
@@ -577,7 +577,7 @@ class XmlCodec:
     def decode(self, data: BytesLike) -> Any:
         raw = as_bytes(_FMT, data)
         check_size(_FMT, raw, self.max_bytes)
-        return _parse(raw, self.max_depth, self._normal_encoding)
+        return _parse(raw, self.max_depth, self._normal_encoding, isinstance(data, str))
 
     def encode(self, obj: Any) -> bytes:
         out: list[str] = [self._prolog]
@@ -615,7 +615,20 @@ class XmlCodec:
             return raw
         if _INVALID_CHAR.search(doc) is not None:
             raise _invalid_char_error(obj, doc)
-        return doc.encode(self._normal_encoding, errors="xmlcharrefreplace")
+        try:
+            return doc.encode(self._normal_encoding)
+        except UnicodeEncodeError:
+            pass
+        # Characters the encoding lacks become character references: fine in text and
+        # attribute values, fatal in names. Rare path, so check by parsing.
+        raw = doc.encode(self._normal_encoding, errors="xmlcharrefreplace")
+        try:
+            _parse(raw, 1_000_000, self._normal_encoding)
+        except DecodeError:
+            bad = next(ch for ch in doc if not _encodable(ch, self._normal_encoding))
+            raise EncodeError(_FMT, f"an element or attribute name contains {bad!r}, which {self.encoding} "
+                                    "cannot represent") from None
+        return raw
 
     def _roots(self, obj: Any) -> list[tuple[Any, Any]]:
         """The (key, value) pairs at document level: exactly one root element, maybe comments."""
@@ -640,6 +653,14 @@ class XmlCodec:
                 value = items[0]
             result.append((key, value))
         return result
+
+
+def _encodable(ch: str, encoding: str) -> bool:
+    try:
+        ch.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _invalid_char_error(obj: Any, doc: str) -> EncodeError:

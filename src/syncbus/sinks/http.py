@@ -103,6 +103,7 @@ class HttpSink(BaseSink):
             config = HttpSinkConfig.model_validate(config)
         super().__init__(config)
         self._client: httpx.AsyncClient | None = None
+        self._slots = asyncio.Semaphore(100)
         self._token_client: httpx.AsyncClient | None = None
         self._auth: Authenticator | None = None
         self._where = safe_url(config.url)
@@ -124,6 +125,10 @@ class HttpSink(BaseSink):
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.timeout), limits=limits, verify=cfg.verify_tls,
             follow_redirects=False)
+        # httpcore matches every waiting request against every connection on each
+        # change (quadratic): with a thousand records in flight it eats the event
+        # loop. Waiting here instead keeps its queue empty.
+        self._slots = asyncio.Semaphore(cfg.max_connections)
         if cfg.auth is not None and cfg.auth.oauth2_client_credentials is not None:
             # A client of its own: token requests must not queue behind a full delivery pool.
             self._token_client = httpx.AsyncClient(
@@ -177,8 +182,9 @@ class HttpSink(BaseSink):
         assert self._client is not None
         cfg = self.config
         try:
-            # The client's timeout is per phase (connect, read, ...); this bounds the whole exchange.
-            async with asyncio.timeout(cfg.timeout):
+            # The client's timeout is per phase (connect, read, ...); this bounds the whole exchange
+            # (not the wait for a free connection slot).
+            async with self._slots, asyncio.timeout(cfg.timeout):
                 request = self._client.build_request(cfg.method, cfg.url, content=body, headers=headers)
                 response = await self._client.send(request, stream=True)
                 try:
