@@ -4,7 +4,7 @@ The target runs in its own process (uvloop, pinned to the last core when
 possible) and this process pins itself to core 0, so the number is what ONE
 core of syncbus can push through one sink::
 
-    .venv/bin/python tests/sinks/bench_http_sink.py --sends 20000 --concurrency 50 [--uvloop] [--oauth]
+    .venv/bin/python tests/sinks/bench_http_sink.py --sends 20000 --concurrency 50 [--uvloop] [--bearer]
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ def start_target() -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-async def run(url: str, sends: int, concurrency: int, oauth: bool) -> None:
+async def run(url: str, sends: int, concurrency: int, bearer: bool) -> None:
     config: dict[str, object] = {"name": "bench", "type": "http", "url": url + "/orders",
                                  "max_connections": concurrency}
-    if oauth:
+    if bearer:
         config["auth"] = {"bearer": {"token": "static"}}
     sink = HttpSink(config)
     await sink.start()
@@ -70,9 +70,10 @@ async def run(url: str, sends: int, concurrency: int, oauth: bool) -> None:
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     await sink.close()
     latencies.sort()
+    p50, p99 = statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.99)] * 1000
     print(f"{sends} sends, concurrency {concurrency}, loop {type(asyncio.get_running_loop()).__module__}: "
           f"{sends / wall:,.0f} sends/s wall, {sends / cpu:,.0f} sends per CPU-second, "
-          f"p50 {statistics.median(latencies) * 1000:.1f} ms, p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms")
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
 
 
 def main() -> None:
@@ -80,14 +81,14 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--uvloop", action="store_true")
-    parser.add_argument("--oauth", action="store_true", help="send with an Authorization header")
+    parser.add_argument("--bearer", action="store_true", help="send with an Authorization header")
     parser.add_argument("--url", help="use a running target instead of starting one")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     proc, url = (None, args.url) if args.url else start_target()
     try:
-        coro = run(url, args.sends, args.concurrency, args.oauth)
+        coro = run(url, args.sends, args.concurrency, args.bearer)
         if args.uvloop:
             import uvloop
 

@@ -78,7 +78,7 @@ class RecordedRequest:
     body: bytes
     time: float
     client: tuple[str, int] | None
-    status: int | None = None  # what the target answered (None while it is still answering)
+    status: int = 0  # the answer chosen on arrival (a delayed answer is already set while it waits)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)

@@ -14,7 +14,7 @@ import pytest
 from syncbus.errors import DeliveryError
 from syncbus.sinks.auth import parse_retry_after
 from syncbus.sinks.base import Delivery, Sink
-from syncbus.sinks.http import HttpSink, HttpSinkConfig
+from syncbus.sinks.http import HttpSink, HttpSinkConfig, _Pool
 from syncbus.sinks.retry import DeliveryFailed
 from tests.sinks.target_server import Reply, TargetServer
 
@@ -296,3 +296,24 @@ def test_secrets_stay_out_of_reprs() -> None:
     config = HttpSinkConfig.model_validate({"name": "erp", "type": "http", "url": "https://erp/x",
                                             "auth": {"basic": {"username": "u", "password": "hunter2"}}})
     assert "hunter2" not in repr(config) and "hunter2" not in str(config.model_dump())
+
+
+async def test_pool_splits_connections_over_small_clients() -> None:
+    pool = _Pool(HttpSinkConfig(name="erp", url="http://127.0.0.1:1/", max_connections=10))
+    try:
+        assert pool.sizes == [4, 3, 3] and len(pool.clients) == 3
+        taken = [pool.acquire() for _ in range(10)]
+        assert sorted(taken) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+        assert taken[:3] == [0, 0, 1]  # always the client with the most free connections
+        pool.release(2)
+        assert pool.acquire() == 2
+    finally:
+        await pool.aclose()
+
+
+async def test_single_connection(target: TargetServer, make_delivery: MakeDelivery) -> None:
+    s = http_sink(target.url_for("/orders"), max_connections=1)
+    await asyncio.gather(*(s.send(make_delivery(record_id=f"r{i}")) for i in range(10)))
+    await s.close()
+    assert len(target.requests) == 10
+    assert len({r.client for r in target.requests}) == 1

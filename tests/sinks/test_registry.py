@@ -77,15 +77,15 @@ def test_build_http_sink_from_a_dict() -> None:
 def test_defaults() -> None:
     config = sink_config(HTTP)
     assert isinstance(config, HttpSinkConfig)
-    assert (config.method, config.timeout, config.max_connections, config.verify_tls, config.auth) == \
-        ("POST", 10.0, 100, True, None)
+    assert (config.method, config.timeout, config.verify_tls, config.auth) == ("POST", 10.0, True, None)
+    assert config.max_connections >= 1
     assert config.retry.attempts == 4
 
 
 @pytest.mark.parametrize(("config", "loc", "fragment"), [
-    ({**HTTP, "type": "htp"}, ("type",), "unknown sink type 'htp' (did you mean 'http'? known types: http)"),
-    ({**HTTP, "type": "smtp"}, ("type",), "unknown sink type 'smtp' (known types: http)"),
-    ({"name": "x", "url": "http://a"}, ("type",), "missing sink type (known types: http)"),
+    ({**HTTP, "type": "htp"}, ("type",), "unknown sink type 'htp' (did you mean 'http'? known types: KNOWN)"),
+    ({**HTTP, "type": "smtp"}, ("type",), "unknown sink type 'smtp' (known types: KNOWN)"),
+    ({"name": "x", "url": "http://a"}, ("type",), "missing sink type (known types: KNOWN)"),
     ({**HTTP, "type": 3}, ("type",), "sink type must be text"),
     ({**HTTP, "urll": "x"}, ("urll",), "unknown option 'urll' (known options: name, type, retry, timeout, url,"),
     ({k: v for k, v in HTTP.items() if k != "url"}, ("url",), "required option missing"),
@@ -106,6 +106,7 @@ def test_defaults() -> None:
                                                                "oauth2_client_credentials, bearer, basic, api_key)"),
 ])
 def test_config_errors_name_the_option(config: dict[str, Any], loc: tuple[str, ...], fragment: str) -> None:
+    fragment = fragment.replace("KNOWN", ", ".join(sorted(sink_types())))
     with pytest.raises(SinkConfigError) as info:
         build_sink(config)
     problems = dict(info.value.problems)
@@ -149,8 +150,9 @@ def test_broken_and_bare_plugins_are_explained(plugins: None) -> None:
         build_sink({"name": "x", "type": "broken"})
     with pytest.raises(SinkConfigError, match="has no Config model derived from SinkConfig"):
         build_sink({"name": "x", "type": "bare"})
-    with pytest.raises(SinkConfigError, match=r"known types: bare, http, null\)"):
+    with pytest.raises(SinkConfigError) as info:
         build_sink({"name": "x", "type": "nope"})
+    assert f"known types: {', '.join(sorted({*registry.BUILTIN_SINKS, 'bare', 'null'}))})" in str(info.value)
 
 
 def test_format_loc() -> None:
