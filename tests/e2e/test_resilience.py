@@ -94,6 +94,7 @@ def test_two_runners_share_the_partitions(tmp_path, kafka_bootstrap: str, target
 
 
 @pytest.mark.kafka
+@pytest.mark.parametrize("bus_kind", [pytest.param("kafka", marks=pytest.mark.kafka)], indirect=True)
 def test_broker_restart_mid_stream_loses_nothing(make_node, target: TargetServer, kafka_broker, suffix: str):
     node: Node = make_node()
     target.set_default(Reply(200, {"ok": True}))

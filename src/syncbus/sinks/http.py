@@ -10,12 +10,10 @@ repeating it and goes straight to the dead letters with the target's answer.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 import secrets
 import ssl
 import string
-import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
@@ -47,14 +45,6 @@ _READ_LIMIT = 64 * 1024
 _USER_AGENT = f"syncbus/{__version__}"
 # Connections per httpx client; see _Pool.
 _SHARD_SIZE = 4
-
-# httpcore runs ``import sniffio`` on every lock it creates (several per request);
-# newer anyio no longer pulls sniffio in, and a FAILED import is not cached, so each
-# request walks sys.path with stat() calls: 1.3-1.8x the CPU per send. Recording the
-# absence makes the failure instant and changes nothing else (installing sniffio,
-# the proper fix, makes this a no-op).
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 class HttpSinkConfig(SinkConfig):
