@@ -561,6 +561,7 @@ class XmlCodec:
             except EncodeError as exc:
                 raise ConfigError(f"xml codec: root: {exc.message}") from None
         self.root = root
+        self._root_tags = _element_tags(root) if root is not None else None
         self.pretty = bool(pretty)
         self.encoding = encoding
         self.declaration = declaration
@@ -582,7 +583,9 @@ class XmlCodec:
     def encode(self, obj: Any) -> bytes:
         out: list[str] = [self._prolog]
         try:
-            if type(obj) is dict and len(obj) == 1 and self.root is None and not self.pretty:
+            if self._root_tags is not None and type(obj) is dict and not self.pretty:
+                _emit_dict(out, self._root_tags, obj, self.encoding)  # `root` set: obj is its content
+            elif type(obj) is dict and len(obj) == 1 and self.root is None and not self.pretty:
                 # The common case, without building the roots list.
                 ((key, value),) = obj.items()
                 tags = _ELEMENTS.get(key)

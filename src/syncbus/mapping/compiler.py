@@ -22,15 +22,15 @@ from typing import Any
 
 from ..errors import ConfigError, ConfigErrors, Location, MappingError, TransformError
 from ..formats import Codec, make_codec
+from .codegen import Builder, FieldPlan, Kind, generate_builder
 from .expressions import Expression, ExpressionError, ExpressionSpecError
 from .lookups import LookupTables
 from .paths import MISSING, PathError, compile_getter, parse_path
 from .schemas import CompiledSchema, load_schema
 from .spec import FieldSpec, MappingSpec, TargetSpec
-from .transforms import LookupMiss, TransformSpecError, compile_chain, to_text
+from .transforms import TransformSpecError, compile_chain, to_text
 
 Where = Callable[[tuple[Any, ...]], Location]
-Step = Callable[[Any, Any], Any]  # (current object, record root) -> value or MISSING
 
 
 @dataclass(slots=True)
@@ -193,132 +193,71 @@ class _Compiler:
 
     # -- fields -------------------------------------------------------------
 
-    def object_builder(self, fields: dict[str, Any], loc: tuple[Any, ...]) -> Callable[[Any, Any], dict]:
-        steps: list[tuple[str, str | None, Step]] = []
+    def object_builder(self, fields: dict[str, Any], loc: tuple[Any, ...]) -> Builder:
+        plans: list[FieldPlan] = []
         for name, value in fields.items():
             floc = (*loc, name)
             if not isinstance(name, str) or not name:
                 self.error(floc, "target field names must be non-empty text")
                 continue
             if isinstance(value, str):
-                plain = self.plain_step(name, value, floc)
-                if plain is not None:
-                    steps.append(plain)
+                plan = self.source_plan(name, "value", value, floc, _PLAIN)
             else:
-                step = self.spec_step(name, value, floc)
-                if step is not None:
-                    steps.append((name, None, step))
-        return _make_builder(tuple(steps))
+                plan = self.field_plan(name, value, floc)
+            if plan is not None:
+                plans.append(plan)
+        return generate_builder(plans)
 
-    def plain_step(self, name: str, text: str, loc: tuple[Any, ...]) -> tuple[str, str | None, Step] | None:
-        got = self.getter(text, loc)
-        if got is None:
+    def source_plan(self, name: str, kind: Kind, text: str, loc: tuple[Any, ...], spec: FieldSpec
+                    ) -> FieldPlan | None:
+        """A plan reading ``text`` (a source path), with the spec's missing-value rules."""
+        try:
+            path = parse_path(text)
+        except PathError as exc:
+            self.error(loc, str(exc))
             return None
-        get, absolute = got
-        path = parse_path(text)
-        if not absolute and len(path.parts) == 1 and isinstance(path.parts[0], str):
-            fast_key: str | None = path.parts[0]
+        plan = FieldPlan(name, kind, source=text, absolute=path.absolute, has_default=spec.has_default,
+                         default=spec.default, required=spec.required)
+        if not path.absolute and len(path.parts) == 1 and isinstance(path.parts[0], str):
+            plan.fast_key = path.parts[0]
         else:
-            fast_key = None
+            plan.getter = compile_getter(path)
+        return plan
 
-        if absolute:
-            def step(obj: Any, root: Any) -> Any:
-                v = get(root)
-                return MISSING if v is None else v
-        else:
-            def step(obj: Any, root: Any) -> Any:
-                v = get(obj)
-                return MISSING if v is None else v
-        return name, fast_key, step
-
-    def spec_step(self, name: str, spec: FieldSpec, loc: tuple[Any, ...]) -> Step | None:
+    def field_plan(self, name: str, spec: FieldSpec, loc: tuple[Any, ...]) -> FieldPlan | None:
         given = spec.model_fields_set
         if "const" in given:
-            const = spec.const
-            return lambda obj, root: const
-        source_text = spec.from_ or spec.each
+            return FieldPlan(name, "const", const=spec.const)
         if "each" in given:
-            return self.each_step(name, spec, loc)
+            plan = self.source_plan(name, "each", spec.each or "", (*loc, "each"), spec)
+            builder = self.object_builder(spec.fields or {}, (*loc, "fields"))
+            if plan is not None:
+                plan.builder = builder
+            return plan
         if "fields" in given:
-            return self.nested_step(name, spec, loc)
+            builder = self.object_builder(spec.fields or {}, (*loc, "fields"))
+            if spec.from_ is None:
+                return FieldPlan(name, "nested", builder=builder)
+            plan = self.source_plan(name, "nested", spec.from_, (*loc, "from"), spec)
+            if plan is not None:
+                plan.builder = builder
+            return plan
         if "expr" in given:
             expr = self.expression(spec.expr or "", (*loc, "expr"))
             if expr is None:
                 return None
-
-            def read(obj: Any, root: Any) -> Any:
-                try:
-                    return expr(root, obj if obj is not root else None)
-                except ExpressionError as exc:
-                    raise MappingError(name, str(exc)) from None
+            plan = FieldPlan(name, "value", source=spec.expr, read=_expr_reader(name, expr),
+                             has_default=spec.has_default, default=spec.default, required=spec.required)
         else:
-            got = self.getter(spec.from_ or "", (*loc, "from"))
-            if got is None:
+            plan = self.source_plan(name, "value", spec.from_ or "", (*loc, "from"), spec)
+            if plan is None:
                 return None
-            get, absolute = got
-            if absolute:
-                def read(obj: Any, root: Any) -> Any:
-                    return get(root)
-            else:
-                def read(obj: Any, root: Any) -> Any:
-                    return get(obj)
-        chain = self.chain(spec.transform, (*loc, "transform")) if spec.transform else None
-        if spec.transform and chain is None:
-            return None
-        return _value_step(name, source_text or spec.expr, read, chain, spec.map, spec.has_default,
-                           spec.default, spec.required)
-
-    def each_step(self, name: str, spec: FieldSpec, loc: tuple[Any, ...]) -> Step | None:
-        got = self.getter(spec.each or "", (*loc, "each"))
-        builder = self.object_builder(spec.fields or {}, (*loc, "fields"))
-        if got is None:
-            return None
-        get, absolute = got
-        source, has_default, default, required = spec.each, spec.has_default, spec.default, spec.required
-
-        def step(obj: Any, root: Any) -> Any:
-            items = get(root if absolute else obj)
-            if items is MISSING or items is None:
-                return _missing(name, source, has_default, default, required)
-            if type(items) is dict:  # one repeated XML element arrives as a dict
-                items = [items]
-            elif type(items) is not list:
-                raise MappingError(name, f"expected a list, got {type(items).__name__}", source)
-            out = []
-            for i, item in enumerate(items):
-                try:
-                    out.append(builder(item, root))
-                except MappingError as exc:
-                    raise MappingError(f"{name}[{i}].{exc.field}", exc.reason, exc.source) from None
-            return out
-
-        return step
-
-    def nested_step(self, name: str, spec: FieldSpec, loc: tuple[Any, ...]) -> Step | None:
-        builder = self.object_builder(spec.fields or {}, (*loc, "fields"))
-        if spec.from_ is None:
-            def step(obj: Any, root: Any) -> Any:
-                try:
-                    return builder(obj, root)
-                except MappingError as exc:
-                    raise MappingError(f"{name}.{exc.field}", exc.reason, exc.source) from None
-            return step
-        got = self.getter(spec.from_, (*loc, "from"))
-        if got is None:
-            return None
-        get, absolute = got
-        source, has_default, default, required = spec.from_, spec.has_default, spec.default, spec.required
-
-        def scoped(obj: Any, root: Any) -> Any:
-            inner = get(root if absolute else obj)
-            if inner is MISSING or inner is None:
-                return _missing(name, source, has_default, default, required)
-            try:
-                return builder(inner, root)
-            except MappingError as exc:
-                raise MappingError(f"{name}.{exc.field}", exc.reason, exc.source) from None
-
-        return scoped
+        if spec.transform:
+            plan.chain = self.chain(spec.transform, (*loc, "transform"))
+            if plan.chain is None:
+                return None
+        plan.table = spec.map
+        return plan
 
     # -- whole file -----------------------------------------------------------
 
@@ -354,80 +293,17 @@ class _Compiler:
         return CompiledMapping(spec, path, input_schema, when, key, build, targets, spec.source.format)
 
 
-def _missing(name: str, source: str | None, has_default: bool, default: Any, required: bool) -> Any:
-    if has_default:
-        return default
-    if required:
-        raise MappingError(name, "required value is missing", source)
-    return MISSING
+_PLAIN = FieldSpec.model_validate({"from": "x"})  # a plain path: no default, not required
 
 
-def _value_step(name: str, source: str | None, read: Step, chain: Callable[[Any], Any] | None,
-                table: dict[str, Any] | None, has_default: bool, default: Any, required: bool) -> Step:
-    """The generic field step: read → missing rule → transforms → map."""
+def _expr_reader(name: str, expr: Expression) -> Callable[[Any, Any], Any]:
+    def read(obj: Any, root: Any) -> Any:
+        try:
+            return expr(root, obj if obj is not root else None)
+        except ExpressionError as exc:
+            raise MappingError(name, str(exc)) from None
 
-    def step(obj: Any, root: Any) -> Any:
-        v = read(obj, root)
-        if v is MISSING or v is None:
-            if has_default:
-                return default
-            if required:
-                raise MappingError(name, "required value is missing", source)
-            return MISSING
-        if chain is not None:
-            try:
-                v = chain(v)
-            except LookupMiss as exc:
-                if has_default:
-                    return default
-                raise MappingError(name, str(exc), source) from None
-            except TransformError as exc:
-                raise MappingError(name, str(exc), source) from None
-        if table is not None:
-            hit = table.get(v if type(v) is str else _text(v), MISSING)
-            if hit is MISSING:
-                if has_default:
-                    return default
-                raise MappingError(name, f"value {v!r} is not in the map and there is no default", source)
-            return hit
-        return v
-
-    if chain is None and table is None and not has_default and not required:
-        return read_or_missing(read)
-    return step
-
-
-def read_or_missing(read: Step) -> Step:
-    def step(obj: Any, root: Any) -> Any:
-        v = read(obj, root)
-        return MISSING if v is None else v
-    return step
-
-
-def _make_builder(steps: tuple[tuple[str, str | None, Step], ...]) -> Callable[[Any, Any], dict]:
-    """The per-object loop. Plain one-key paths skip the function call (``fast_key``)."""
-
-    def build(obj: Any, root: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if type(obj) is dict:
-            get = obj.get
-            for key, fast_key, step in steps:
-                if fast_key is not None:
-                    v = get(fast_key)
-                    if v is not None:
-                        out[key] = v
-                else:
-                    v = step(obj, root)
-                    if v is not MISSING:
-                        out[key] = v
-        else:
-            for key, _fast, step in steps:
-                v = step(obj, root)
-                if v is not MISSING:
-                    out[key] = v
-        return out
-
-    return build
+    return read
 
 
 def compile_spec(spec: MappingSpec, path: str, where: Where, base: Path) -> CompiledMapping:

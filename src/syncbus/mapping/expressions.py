@@ -26,7 +26,7 @@ from typing import Any
 sys.modules.setdefault("cel.cli", types.ModuleType("cel.cli"))
 import cel  # noqa: E402
 
-from ..errors import SyncbusError
+from ..errors import SyncbusError  # noqa: E402
 
 _SCALARS = (str, int, float, bool, type(None))
 CACHE_SIZE = 4096

@@ -16,12 +16,23 @@ from ..errors import ConfigError, Location, SchemaError
 
 @dataclass(frozen=True)
 class CompiledSchema:
+    """A schema compiled twice: jsonschema-rs (Rust) answers "valid?" on the hot path,
+    python-jsonschema explains a failure (``best_match``) on the rare error path."""
+
     path: str
     which: str  # "input" | "output"
     validator: Any
+    fast: Any = None
 
     def check(self, obj: Any) -> None:
         """Raise SchemaError naming the JSON pointer of the first (most relevant) problem."""
+        fast = self.fast
+        if fast is not None:
+            try:
+                if fast.is_valid(obj):
+                    return
+            except (ValueError, TypeError, OverflowError):
+                pass  # a value the Rust side cannot convert: let python-jsonschema decide
         validator = self.validator
         if validator.is_valid(obj):
             return
@@ -61,7 +72,18 @@ def load_schema(ref: str, base: Path, which: str) -> CompiledSchema:
         cls.check_schema(schema)
     except JsonSchemaDefinitionError as exc:
         raise ConfigError(f"schema file {ref!r} is not a valid JSON Schema: {_short(exc.message)}") from None
-    return CompiledSchema(str(path), which, cls(schema, format_checker=cls.FORMAT_CHECKER))
+    return CompiledSchema(str(path), which, cls(schema, format_checker=cls.FORMAT_CHECKER), _fast(schema))
+
+
+def _fast(schema: dict[str, Any]) -> Any:
+    try:
+        import jsonschema_rs
+    except ImportError:  # optional speed-up
+        return None
+    try:
+        return jsonschema_rs.validator_for(schema, validate_formats=True)
+    except Exception:  # a schema feature it does not support: python-jsonschema alone
+        return None
 
 
 __all__ = ["CompiledSchema", "ConfigError", "Location", "load_schema", "resolve"]
