@@ -21,6 +21,7 @@ import asyncio
 import socket
 import sys
 import time
+from typing import Any
 
 import orjson
 
@@ -42,10 +43,9 @@ class Target(asyncio.Protocol):
     def __init__(self, state: State) -> None:
         self.state = state
         self.buf = b""
-        self.transport: asyncio.Transport | None = None
+        self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def rate(fn: Callable[[], object], seconds: float = 2.0) -> float:
-    """Records per CPU-second of this process (process_time: neighbours on a shared machine do not count), best of three."""
+    """Records per CPU-second of this process, best of three (process_time: neighbours do not count)."""
     n = 1000
     while True:  # calibrate to ~0.2 s per batch
         t = time.process_time()

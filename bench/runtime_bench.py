@@ -704,9 +704,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     broker = None
     target = Target.start()
+    bench = Bench(args, work, target, env, results=results)
     started = time.monotonic()
     try:
-        bench = Bench(args, work, target, env, results=results)
         if "kafka" in args.buses:
             log("starting a private Kafka broker")
             started_kafka = start_kafka(work)

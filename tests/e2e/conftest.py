@@ -1,3 +1,4 @@
+import contextlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +48,5 @@ def make_node(tmp_path: Path, bus_url: str, target: TargetServer, suffix: str) -
 
     yield make
     for node in nodes:
-        try:
+        with contextlib.suppress(Exception):
             node.stop(timeout=20)
-        except Exception:
-            pass

@@ -106,7 +106,7 @@ def test_broker_restart_mid_stream_loses_nothing(make_node, target: TargetServer
         with httpx.Client(timeout=90) as client:
             i = 0
             while not stop.is_set() and i < 3_000:
-                for attempt in range(100):  # a client retries what was not accepted
+                for _attempt in range(100):  # a client retries what was not accepted
                     try:
                         r = node.post(client, order(i % 300, seq=i))
                     except httpx.HTTPError as exc:

@@ -68,7 +68,7 @@ async def test_accepts_json_and_publishes_durably(node):
 
 
 async def test_xml_by_content_type_and_bearer(node):
-    client, rt = node
+    client, _rt = node
     xml = b"<?xml version='1.0'?><order><id>X9</id></order>"
     r = await client.post("/ingress/crm", content=xml,
                           headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/xml"})
