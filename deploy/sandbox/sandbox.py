@@ -21,6 +21,7 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import uvicorn
 import xmltodict
@@ -48,7 +49,7 @@ def create_sandbox(root: Path, client_id: str, client_secret: str) -> FastAPI:
 
     @app.post("/oauth/token")
     async def token(request: Request) -> JSONResponse:
-        form = dict(await request.form())
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
         cid, secret = form.get("client_id"), form.get("client_secret")
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("basic "):

@@ -311,6 +311,8 @@ def run(
     from .runtime import Runtime, serve
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore", "aiokafka"):  # one line per request/metadata refresh
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = _settings(config_dir, bus, store)
     from .config import Settings
 
