@@ -100,10 +100,17 @@ def serve(runtime: Runtime, host: str, port: int, log_level: str = "info") -> No
 
     from .ingress.app import create_app
 
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after shutting down, so the process "dies of"
+            # SIGTERM. A stop that drained and committed everything is a clean exit: 0.
+            self._captured_signals.clear()
+
     config = uvicorn.Config(create_app(runtime), host=host, port=port, log_level=log_level,
                             access_log=False, lifespan="on", timeout_graceful_shutdown=15)
-    server = uvicorn.Server(config)
-    server.run()
+    GracefulServer(config).run()
+    log.info("syncbus stopped cleanly")
 
 
 def describe(runtime: Runtime) -> dict[str, Any]:

@@ -133,3 +133,20 @@ def test_broker_restart_mid_stream_loses_nothing(make_node, target: TargetServer
     wait_until(lambda: set(accepted) <= set(record_ids(target)), timeout=120, what="every accepted record delivered")
     print(f"\n[broker restart] {len(accepted)} accepted, {len(failures)} refused/retried during the restart, "
           f"{len(record_ids(target)) - len(set(record_ids(target)))} duplicates")
+
+
+def test_sigterm_finishes_in_flight_and_commits(make_node, target: TargetServer, bus_url: str, suffix: str):
+    n = 3_000
+    publish_direct(bus_url, f"e2e.orders{suffix}", n)
+    target.set_default(Reply(200, {"ok": True}, delay=0.01))  # keep deliveries in flight at the stop
+    node: Node = make_node()
+    wait_until(lambda: len(target.requests) >= 500, timeout=60, what="500 delivered")
+    started = time.monotonic()
+    assert node.stop(timeout=30) == 0  # graceful: exit code 0
+    stopped_in = time.monotonic() - started
+    target.set_default(Reply(200, {"ok": True}))
+    node.start()
+    wait_until(lambda: len(set(record_ids(target))) >= n, timeout=120, what="all delivered after restart")
+    ids = record_ids(target)
+    assert len(ids) == len(set(ids)) == n, f"{len(ids) - len(set(ids))} duplicates after a graceful stop"
+    assert stopped_in < 15
