@@ -78,21 +78,37 @@ class Generator:
             key = str(status)
             self.errors[key] = self.errors.get(key, 0) + 1
 
+    async def send(self, conn: list[Any], n: int) -> None:
+        """One exchange on ``conn`` ([reader, writer], reconnected after a failure)."""
+        try:
+            if not conn:
+                conn.extend(await self.connect())
+            await self.exchange(conn[0], conn[1], n)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            key = type(exc).__name__
+            self.errors[key] = self.errors.get(key, 0) + 1
+            if conn:
+                conn[1].close()
+                conn.clear()
+            await asyncio.sleep(0.01)
+
     async def closed_worker(self, deadline: float) -> None:
-        reader, writer = await self.connect()
+        conn: list[Any] = []
         try:
             while time.monotonic() < deadline:
-                await self.exchange(reader, writer, next(self.numbers))
+                await self.send(conn, next(self.numbers))
         finally:
-            writer.close()
+            if conn:
+                conn[1].close()
 
     async def paced_worker(self, queue: asyncio.Queue[int | None]) -> None:
-        reader, writer = await self.connect()
+        conn: list[Any] = []
         try:
             while (n := await queue.get()) is not None:
-                await self.exchange(reader, writer, n)
+                await self.send(conn, n)
         finally:
-            writer.close()
+            if conn:
+                conn[1].close()
 
     async def run(self) -> dict[str, Any]:
         a = self.args

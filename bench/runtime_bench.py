@@ -425,7 +425,9 @@ def py_spy(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes] | None:
     if not Path(PY_SPY).exists():
         log("py-spy not installed in the virtualenv; no profile")
         return None
-    return subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "-d", str(seconds), "-f", "raw", "-o", str(out)],
+    # --gil: only samples holding the GIL, i.e. Python CPU time (not threads waiting on fsync or a queue).
+    return subprocess.Popen([PY_SPY, "record", "--gil", "--pid", str(pid), "-d", str(seconds), "-f", "raw",
+                             "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -1,0 +1,24 @@
+"""`make bench`: the mapping hot path, then the runtime on Kafka and on the embedded bus."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import mapping_bench  # noqa: E402
+
+
+def main() -> None:
+    mapping_bench.main()
+    if "--mapping-only" in sys.argv:
+        return
+    import runtime_bench
+
+    runtime_bench.main()
+
+
+if __name__ == "__main__":
+    main()
