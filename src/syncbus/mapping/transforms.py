@@ -436,6 +436,8 @@ def to_text(value: Any, label: str = "str") -> str:
     raise TransformError(f"{label}: expected text or a number, got {_kind(value)}")
 
 
+# "-12.5", "0.75", "3": no exponent, no sign but "-", no leading zeros (those go the slow way)
+_FAST_DECIMAL = re.compile(r"(-?)(0|[1-9][0-9]{0,17})(?:\.([0-9]*))?").fullmatch
 _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -698,8 +700,21 @@ def _decimal(places: int | str) -> Transform:
     ctx = _DECIMAL_CONTEXT
 
     def decimal_(value: Any) -> Any:
-        if type(value) is int and -_INT_FAST < value < _INT_FAST:
+        t = type(value)
+        if t is int and -_INT_FAST < value < _INT_FAST:
             return f"{value}{zeros}"
+        if t is float or t is str:
+            # Fast path: a plain number with no more than n places needs no rounding,
+            # only zero padding (most prices and quantities). Everything else: Decimal.
+            m = _FAST_DECIMAL(repr(value) if t is float else value)
+            if m is not None:
+                sign, whole, frac = m.groups()
+                frac = frac or ""
+                if len(frac) <= n:
+                    text = f"{whole}.{frac}{'0' * (n - len(frac))}" if n else whole
+                    if sign and (whole != "0" or frac.strip("0")):
+                        return "-" + text
+                    return text
         if value is None:
             return None
         number = _to_decimal(value, label)
