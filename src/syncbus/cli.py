@@ -74,6 +74,13 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _write(text: str, output: Path | None) -> None:
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        typer.echo(text, nl=False)
+
+
 def _settings(config_dir: Path | None, bus: str | None = None, store: str | None = None) -> Any:
     from .config import Settings
 
@@ -267,10 +274,7 @@ def catalog(
     project = load_project(settings.config_dir, strict_env=False)
     entries = build_catalog(list(project.mappings.values()), project.connectors)
     text = render_html(entries) if format == "html" else render_markdown(entries)
-    if output:
-        output.write_text(text, encoding="utf-8")
-    else:
-        typer.echo(text, nl=False)
+    _write(text, output)
 
 
 @app.command()
@@ -282,10 +286,7 @@ def schema(
     from .mapping.spec import mapping_json_schema
 
     text = json.dumps(mapping_json_schema(), indent=2, ensure_ascii=False) + "\n"
-    if output:
-        output.write_text(text, encoding="utf-8")
-    else:
-        typer.echo(text, nl=False)
+    _write(text, output)
 
 
 # -- run -----------------------------------------------------------------------------------
