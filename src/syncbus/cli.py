@@ -96,6 +96,7 @@ def validate(
     paths: Annotated[list[Path] | None, typer.Argument(help="Files to check on their own; none: the config dir")]
     = None,
     config_dir: ConfigDir = None,
+    bus: BusUrl = None,
 ) -> None:
     """Check mapping and connector files; print file:line:col: message per problem, exit 1 if any."""
     from .project import load_project
@@ -162,6 +163,8 @@ def map_cmd(
     input: Annotated[str | None, typer.Argument(help="Record file (JSON or XML); - or none: stdin")] = None,
     content_type: Annotated[str | None, typer.Option("--content-type", "-t",
                                                      help="application/json or application/xml")] = None,
+    config_dir: ConfigDir = None,
+    bus: BusUrl = None,
 ) -> None:
     """Dry-run one mapping on one record and print the payload exactly as it would be sent."""
     from .mapping.loader import load_mapping
@@ -230,6 +233,7 @@ def _sniff(data: bytes, name: str) -> str:
 def test_cmd(
     path: Annotated[Path | None, typer.Argument(help="A test file or folder (default: mappings/tests)")] = None,
     config_dir: ConfigDir = None,
+    bus: BusUrl = None,
 ) -> None:
     """Run mapping unit tests (mappings/tests/*.yaml: input and expected output)."""
     from .mapping.testing import run_tests
@@ -261,6 +265,7 @@ def test_cmd(
 @handle_errors
 def catalog(
     config_dir: ConfigDir = None,
+    bus: BusUrl = None,
     format: Annotated[str, typer.Option("--format", help="markdown or html")] = "markdown",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file")] = None,
 ) -> None:
@@ -281,6 +286,8 @@ def catalog(
 @handle_errors
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file")] = None,
+    config_dir: ConfigDir = None,
+    bus: BusUrl = None,
 ) -> None:
     """Print the JSON Schema of the mapping file format (for editors such as VS Code YAML)."""
     from .mapping.spec import mapping_json_schema

@@ -48,9 +48,7 @@ def idempotency_key(route: str, key: str | None, record: Record) -> str:
 
 def classify(exc: SyncbusError) -> str:
     """Dead-letter reason of a processing error (DESIGN §8: schema, mapping, delivery)."""
-    if isinstance(exc, DecodeError):
-        return "decode"
-    if isinstance(exc, SchemaError):
+    if isinstance(exc, DecodeError | SchemaError):  # a payload that does not even decode is a schema problem
         return "schema"
     return "mapping"
 

@@ -150,3 +150,31 @@ def test_target_down_dead_letter_then_replay(make_node, target: TargetServer, su
     # the API sees the same store
     r = httpx.get(f"{node.url}/dlq/{dl['id']}", headers={"X-API-Key": ADMIN_KEY})
     assert r.status_code == 200 and r.json()["status"] == "replayed"
+
+
+def test_undecodable_record_on_the_bus_is_a_schema_dead_letter(make_node, target: TargetServer, bus_url: str,
+                                                               suffix: str):
+    import asyncio
+
+    from syncbus.bus import open_bus
+
+    async def put() -> None:
+        bus = open_bus(bus_url)
+        await bus.start()
+        try:
+            await bus.publish(f"e2e.orders{suffix}", b'{"order_id": "SO-1", ', "SO-1",
+                              {"syncbus-id": "garbage-1", "content-type": "application/json"})
+        finally:
+            await bus.stop()
+
+    node = make_node()
+    asyncio.run(put())
+    route = f"orders-to-erp{suffix}"
+    wait_until(lambda: node.metric("syncbus_dead_letters_total", route=route, reason="schema") == 1,
+               what="schema dead letter")
+    [dl] = json.loads(node.cli("dlq", "list", "--json").stdout)
+    assert dl["reason"] == "schema" and "invalid json" in dl["error"] and dl["record_id"] == "garbage-1"
+    assert target.requests == []
+    discard = node.cli("dlq", "discard", dl["id"], "--reason", "test garbage")
+    assert dl["id"] in discard.stdout
+    assert json.loads(node.cli("dlq", "list", "--json", "--status", "discarded").stdout)[0]["status"] == "discarded"
