@@ -71,7 +71,8 @@ async def test_replay_reaches_only_the_failed_route(running):
     [dl] = rt.store.list(route="to-erp")
     [result] = await replay(rt.store, rt.bus, [dl.id], "tester", "customer created in ERP")
     assert result.ok
-    await _until(lambda: rt.metrics.value("syncbus_records_delivered_total", {"route": "to-erp", "sink": "to-erp-sink"}))
+    delivered = {"route": "to-erp", "sink": "to-erp-sink"}
+    await _until(lambda: rt.metrics.value("syncbus_records_delivered_total", delivered))
     await asyncio.sleep(0.5)  # give the other route every chance to (wrongly) take the replay
     assert [r.status for r in target.requests_to("/erp")] == [400, 200]
     assert len(target.requests_to("/archive")) == 1
