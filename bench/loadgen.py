@@ -7,6 +7,8 @@ the client's own cost stays far below the node's. Two modes:
   soon as the previous one was answered, for ``--seconds`` (maximum load).
 * ``--mode paced``: one order every 1/``--rate`` seconds on a fixed schedule
   (open loop), spread over the connections; for latency at a given load.
+  An order's time is when it was due: if the node answers too slowly for the
+  connections to keep up, the wait in our queue counts as latency too.
 
 Every order has its own ``order_id`` (the record key). Writes a JSON report
 to ``--out``: counts, accepted per second, the schedule lag, and for each
@@ -44,6 +46,7 @@ class Generator:
         self.numbers = itertools.count()
         self.max_lag = 0.0
         self.t0 = 0.0
+        self.last_accept = 0.0
 
     def request(self, n: int) -> bytes:
         order = dict(self.template)
@@ -58,7 +61,8 @@ class Generator:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return reader, writer
 
-    async def exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+    async def exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int,
+                       due: float | None) -> None:
         data = self.request(n)
         sent = time.monotonic()
         writer.write(data)
@@ -73,17 +77,20 @@ class Generator:
             second = int(sent - self.t0)
             self.per_second[second] = self.per_second.get(second, 0) + 1
             if self.args.record:
-                self.sends.append((orjson.loads(body)["id"], sent))
+                # Latency counts from when the order was DUE, not when a free connection sent it:
+                # otherwise a slow node hides its queueing in ours (coordinated omission).
+                self.sends.append((orjson.loads(body)["id"], due if due is not None else sent))
+            self.last_accept = time.monotonic()
         else:
             key = str(status)
             self.errors[key] = self.errors.get(key, 0) + 1
 
-    async def send(self, conn: list[Any], n: int) -> None:
+    async def send(self, conn: list[Any], n: int, due: float | None = None) -> None:
         """One exchange on ``conn`` ([reader, writer], reconnected after a failure)."""
         try:
             if not conn:
                 conn.extend(await self.connect())
-            await self.exchange(conn[0], conn[1], n)
+            await self.exchange(conn[0], conn[1], n, due)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             key = type(exc).__name__
             self.errors[key] = self.errors.get(key, 0) + 1
@@ -101,11 +108,11 @@ class Generator:
             if conn:
                 conn[1].close()
 
-    async def paced_worker(self, queue: asyncio.Queue[int | None]) -> None:
+    async def paced_worker(self, queue: asyncio.Queue[tuple[int, float] | None]) -> None:
         conn: list[Any] = []
         try:
-            while (n := await queue.get()) is not None:
-                await self.send(conn, n)
+            while (item := await queue.get()) is not None:
+                await self.send(conn, *item)
         finally:
             if conn:
                 conn[1].close()
@@ -118,7 +125,7 @@ class Generator:
             await asyncio.gather(*(self.closed_worker(deadline) for _ in range(a.connections)),
                                  return_exceptions=False)
         else:
-            queue: asyncio.Queue[int | None] = asyncio.Queue()
+            queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
             workers = [asyncio.create_task(self.paced_worker(queue)) for _ in range(a.connections)]
             total = int(a.rate * a.seconds)
             for n in range(total):
@@ -128,13 +135,14 @@ class Generator:
                     await asyncio.sleep(delay)
                 else:
                     self.max_lag = max(self.max_lag, -delay)
-                queue.put_nowait(n)
+                queue.put_nowait((n, due))
             for _ in workers:
                 queue.put_nowait(None)
             await asyncio.gather(*workers)
         elapsed = time.monotonic() - self.t0
+        busy = (self.last_accept or time.monotonic()) - self.t0
         return {"mode": a.mode, "seconds": elapsed, "accepted": self.accepted, "errors": self.errors,
-                "accepted_per_second": self.accepted / elapsed if elapsed else 0.0,
+                "accepted_per_second": self.accepted / busy if busy > 0 else 0.0,
                 "per_second": [self.per_second.get(s, 0) for s in range(int(elapsed) + 1)],
                 "max_schedule_lag": self.max_lag, "t0": self.t0, "sends": self.sends}
 

@@ -13,15 +13,19 @@ which shows how much of a record's cost is the runtime rather than validation.
 1. Kafka → map → Kafka: N records pre-loaded into a topic, one ``syncbus run``
    with a Kafka sink; records/s while the output topic fills (5 % → 95 % of
    N, at most ``--k2k-cap`` s), next to a bare aiokafka consume → produce pipe
-   (bench/kafka_pipe.py) on the same input, broker and machine.
+   (bench/kafka_pipe.py) on the same input, broker and machine. One more run
+   with ``--no-trace`` shows what the trace costs.
 2. ingress → bus → map → HTTP: the load generator POSTs orders over 64
    keep-alive connections as fast as they are answered; records/s delivered
    at the target after a warm-up, on Kafka and on the embedded bus.
-3. End-to-end latency at a fixed 1,000 orders/s (open loop): from the POST
-   being written to the target receiving the delivery, joined by record id.
+3. End-to-end latency at fixed rates (``--rates``, 1,000 and 250 orders/s,
+   open loop): from the moment an order was due to the target receiving its
+   delivery, joined by record id. A node too slow for the rate shows it here.
 4. VmRSS of the runner at steady state (sampled during 2 and 3).
 
-Tracing stays on (the default). Writes var/bench-runtime.json; ``--profile``
+Tracing is on (the default) unless a line says ``--no-trace``. Every line
+also gives the runner's CPU use, so "records per CPU-second" stays
+comparable on a busy machine. Writes var/bench-runtime.json; ``--profile``
 also records py-spy profiles of the runner during 2 (numbers of profiled runs
 are perturbed: py-spy pauses the process to sample it)::
 
@@ -295,24 +299,6 @@ def kafka_sinks(bootstrap: str, topic: str) -> str:
         """
 
 
-def kafka_sink_plugin(work: Path) -> str | None:
-    """A PYTHONPATH entry registering ``type: kafka`` when the registry does not know it yet.
-
-    The sink is written but may not be in BUILTIN_SINKS / the package's entry
-    points yet; a tiny dist-info with the entry point makes it a plugin. Once
-    it is a built-in, the registry prefers the built-in and this is not used.
-    """
-    from syncbus.sinks.registry import sink_types
-
-    if "kafka" in sink_types():
-        return None
-    info = work / "plugins" / "syncbus_bench_kafka_sink-0.0.0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: syncbus-bench-kafka-sink\nVersion: 0.0.0\n")
-    (info / "entry_points.txt").write_text("[syncbus.sinks]\nkafka = syncbus.sinks.kafka:KafkaSink\n")
-    return str(work / "plugins")
-
-
 # --------------------------------------------------------------------------- Kafka helpers
 
 
@@ -467,7 +453,8 @@ class Bench:
     results: dict[str, Any] = field(default_factory=dict)
     runs: Iterator[int] = field(default_factory=lambda: iter(range(1, 1000)))
 
-    def runner(self, bus: str, *, variant: str, topic: str, sinks: str, source: bool) -> Runner:
+    def runner(self, bus: str, *, variant: str, topic: str, sinks: str, source: bool,
+               extra: list[str] | None = None) -> Runner:
         n = next(self.runs)
         name = f"crm-order-to-erp-{n}"
         cfg = write_config(self.work / f"run{n}", name=name, topic=topic, variant=variant, sinks=sinks,
@@ -478,7 +465,7 @@ class Bench:
             assert self.kafka is not None
             bus_url = f"kafka://{self.kafka.bootstrap}"
         return Runner(cfg, bus_url, f"sqlite:///{self.work}/run{n}/store.db", self.env,
-                      extra=list(self.args.runner_args))
+                      extra=[*self.args.runner_args, *(extra or [])])
 
     # 1 --------------------------------------------------------------------------
     def kafka_to_kafka(self) -> None:
@@ -502,11 +489,16 @@ class Bench:
             stop_process(pipe, 5)
         log(f"k2k: raw aiokafka pipe {out['raw_pipe']['records_per_s']:,.0f} records/s")
 
-        for variant in self.args.variants:
-            sink_topic = f"bench.k2k.out.{variant}"
+        runs = [(v, False) for v in self.args.variants]
+        if self.args.k2k_no_trace:
+            runs.append((self.args.variants[-1], True))
+        for variant, no_trace in runs:
+            label = f"{variant}{', --no-trace' if no_trace else ''}"
+            sink_topic = f"bench.k2k.out.{variant}{'.no-trace' if no_trace else ''}"
             tool.create_topics([sink_topic, f"{sink_topic}.prereview"])
             runner = self.runner("kafka", variant=variant, topic=source,
-                                 sinks=kafka_sinks(tool.bootstrap, sink_topic), source=False)
+                                 sinks=kafka_sinks(tool.bootstrap, sink_topic), source=False,
+                                 extra=["--no-trace"] if no_trace else [])
             runner.start()
             try:
                 sampler = Sampler(runner.pid, lambda t=sink_topic: tool.end_offsets(t))
@@ -515,8 +507,8 @@ class Bench:
                 runner.stop()
             raw = out["raw_pipe"]["records_per_s"]
             res["ratio_to_raw_pipe"] = res["records_per_s"] / raw if raw else 0.0
-            out[f"syncbus_{variant}"] = res
-            log(f"k2k: syncbus ({variant}) {res['records_per_s']:,.0f} records/s, "
+            out[f"syncbus_{label}"] = res
+            log(f"k2k: syncbus ({label}) {res['records_per_s']:,.0f} records/s, "
                 f"{100 * res['ratio_to_raw_pipe']:.0f} % of the raw pipe")
         tool.stop_consumer()
         self.results["kafka_to_kafka"] = out
@@ -540,7 +532,7 @@ class Bench:
         out = self.work / f"load-{label}.json"
         profile_out = ROOT / "var" / f"bench-profile-{label}.txt"
         sampler = Sampler(runner.pid, self.target.count)
-        gen = self.loadgen(runner, out, mode="closed", seconds=seconds, tag=label)
+        gen = self.loadgen(runner, out, mode="closed", seconds=seconds, tag=label, connections=self.args.connections)
         t0 = time.monotonic()
         spy = None
         try:
@@ -574,13 +566,24 @@ class Bench:
                 res["hotspots"] = summarize_profile(profile_out)
         return res
 
-    def latency(self, runner: Runner, label: str) -> dict[str, Any]:
-        """Open-loop load at ``--rate`` for ``--latency-seconds``; percentiles of POST → target."""
+    def wait_drained(self) -> None:
+        """Wait (at most --drain s) until the target stops receiving: the previous run's backlog is gone."""
+        deadline = time.monotonic() + self.args.drain
+        last = self.target.count()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.target.count()
+            if now == last:
+                return
+            last = now
+
+    def latency(self, runner: Runner, label: str, rate: float) -> dict[str, Any]:
+        """Open-loop load at ``rate`` for ``--latency-seconds``; percentiles of POST → target."""
         self.target.reset()
-        out = self.work / f"latency-{label}.json"
+        out = self.work / f"latency-{label}-{rate:.0f}.json"
         sampler = Sampler(runner.pid, self.target.count)
-        gen = self.loadgen(runner, out, mode="paced", rate=self.args.rate, seconds=self.args.latency_seconds,
-                           tag=label, connections=32, record=True)
+        gen = self.loadgen(runner, out, mode="paced", rate=rate, seconds=self.args.latency_seconds,
+                           tag=label, connections=128, record=True)
         t0 = time.monotonic()
         try:
             while gen.poll() is None:
@@ -594,12 +597,13 @@ class Bench:
             time.sleep(0.1)
         arrivals = self.target.arrivals()
         lat = sorted((arrivals[rid] - sent) * 1000 for rid, sent in report["sends"] if rid in arrivals)
-        steady = sampler.window(t0 + 3, sampler.samples[-1][0])
+        steady = sampler.window(t0 + min(3.0, self.args.latency_seconds / 3), sampler.samples[-1][0])
 
         def pct(p: float) -> float:
             return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
 
-        return {"rate": self.args.rate, "seconds": self.args.latency_seconds, "accepted": report["accepted"],
+        return {"rate": rate, "seconds": self.args.latency_seconds, "accepted": report["accepted"],
+                "ingress_accepted_per_s": report["accepted_per_second"],
                 "delivered": len(lat), "ingress_errors": report["errors"],
                 "generator_max_lag_ms": report["max_schedule_lag"] * 1000,
                 "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": lat[-1] if lat else 0.0,
@@ -619,10 +623,13 @@ class Bench:
                 log(f"{label}: {res['records_per_s']:,.0f} delivered/s (ingress {res['ingress_accepted_per_s']:,.0f}"
                     f"/s), runner CPU {res['cpu_percent']:.0f} %, RSS {res['rss_mb']:.0f} MB")
                 if variant == self.args.variants[0] and self.args.latency_seconds > 0:
-                    lat = self.latency(runner, label)
-                    out[f"latency_{variant}"] = lat
-                    log(f"{label}: {lat['rate']:.0f}/s p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
-                        f"max {lat['max_ms']:.1f} ms, RSS {lat['rss_mb']:.0f} MB")
+                    for rate in self.args.rates:
+                        self.wait_drained()
+                        lat = self.latency(runner, label, rate)
+                        out[f"latency_{variant}_{rate:.0f}"] = lat
+                        log(f"{label}: {rate:.0f}/s p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
+                            f"max {lat['max_ms']:.1f} ms, {lat['delivered']}/{lat['accepted']} delivered, "
+                            f"RSS {lat['rss_mb']:.0f} MB")
             finally:
                 runner.stop()
         self.results[f"ingress_to_http_{bus}"] = out
@@ -669,7 +676,8 @@ def print_table(results: dict[str, Any]) -> None:
                 rows.append((f"3. latency @{v['rate']:.0f}/s {bus} ({key[8:]})",
                              f"p99 {v['p99_ms']:.1f} ms",
                              f"p50 {v['p50_ms']:.1f} ms, p90 {v['p90_ms']:.1f}, max {v['max_ms']:.0f}; "
-                             f"{v['delivered']}/{v['accepted']} delivered (target p99 < 50 ms)"))
+                             f"{v['delivered']}/{v['accepted']} delivered, ingress kept up at "
+                             f"{v['ingress_accepted_per_s']:,.0f}/s (target p99 < 50 ms)"))
                 rows.append((f"4. runner RSS @{v['rate']:.0f}/s {bus}", f"{v['rss_mb']:.0f} MB",
                              f"CPU {v['cpu_percent']:.0f} % (target < 150 MB)"))
     width = max((len(r[0]) for r in rows), default=10)
@@ -683,10 +691,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="syncbus runtime benchmarks")
     parser.add_argument("--records", type=int, default=50_000, help="records pre-loaded for Kafka → Kafka")
     parser.add_argument("--k2k-cap", type=float, default=20.0, help="seconds measured at most per Kafka → Kafka run")
+    parser.add_argument("--k2k-no-trace", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run Kafka → Kafka with --no-trace (next to the traced runs)")
     parser.add_argument("--seconds", type=float, default=12.0, help="closed-loop load per throughput run")
+    parser.add_argument("--connections", type=int, default=64, help="load generator connections (closed loop)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of each load run not measured")
     parser.add_argument("--drain", type=float, default=20.0, help="seconds to wait for a backlog to drain")
-    parser.add_argument("--rate", type=float, default=1000.0, help="orders/s of the latency run")
+    parser.add_argument("--rates", default="1000,250", type=lambda s: [float(r) for r in s.split(",") if r],
+                        help="orders/s of the latency runs (the first is the target's 1,000/s)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="0 skips the latency runs")
     parser.add_argument("--variants", default="reference,no-schema",
                         type=lambda s: [v for v in s.split(",") if v in ("reference", "no-schema")])
@@ -715,10 +727,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if started_kafka is not None:
                 broker, bootstrap = started_kafka
                 bench.kafka = KafkaTool(bootstrap)
-                plugin = kafka_sink_plugin(work)
-                if plugin is not None:
-                    env["PYTHONPATH"] = os.pathsep.join(p for p in (plugin, env.get("PYTHONPATH")) if p)
-                    results["note"] = "type: kafka registered through a bench-only entry point (not built in yet)"
                 bench.kafka_to_kafka()
                 bench.ingress_to_http("kafka")
         if "embedded" in args.buses:

@@ -143,6 +143,11 @@ class KafkaSink(BaseSink):
         super().__init__(config)
         self._producer: AIOKafkaProducer | None = None
         self._start_lock = asyncio.Lock()
+        # Enqueueing one at a time: when a partition's batch is full, aiokafka parks every sender
+        # in asyncio.wait until it drains, and wakes them ALL each time (with a thousand records
+        # in flight, a sixth of the CPU went there). Behind a lock only one waits; the rest queue
+        # cheaply, in order.
+        self._enqueue = asyncio.Lock()
         self._where = f"kafka://{config.bootstrap}/{config.topic}"
         own = set(_OWN_HEADERS)
         self._base_headers: list[tuple[str, bytes]] = [
@@ -216,7 +221,9 @@ class KafkaSink(BaseSink):
         key = delivery.key.encode("utf-8") if cfg.key == "record" and delivery.key is not None else None
         try:
             async with asyncio.timeout(cfg.timeout):
-                ack = await producer.send(cfg.topic, value=delivery.body, key=key, headers=self._headers(delivery))
+                async with self._enqueue:
+                    ack = await producer.send(cfg.topic, value=delivery.body, key=key,
+                                              headers=self._headers(delivery))
                 await ack
         except asyncio.CancelledError:
             raise

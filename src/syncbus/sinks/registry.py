@@ -34,6 +34,7 @@ BUILTIN_SINKS: dict[str, str] = {
     "http": "syncbus.sinks.http:HttpSink",
     "sql": "syncbus.sinks.sql:SqlSink",
     "file": "syncbus.sinks.file:FileSink",
+    "kafka": "syncbus.sinks.kafka:KafkaSink",
 }
 
 Loc = tuple[str | int, ...]
