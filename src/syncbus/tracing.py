@@ -12,22 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
-from .dlq.models import TraceEvent, utcnow
 from .dlq.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class TraceRecorder:
-    def __init__(self, store: Store, interval: float = 0.2, max_buffer: int = 50_000,
+    def __init__(self, store: Store, interval: float = 0.1, max_buffer: int = 20_000,
                  enabled: bool = True) -> None:
         self.store = store
         self.interval = interval
         self.max_buffer = max_buffer
         self.enabled = enabled
-        self._buffer: list[TraceEvent] = []
+        self._buffer: list[tuple[str, str | None, str, float, dict[str, Any]]] = []
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
 
@@ -37,8 +37,7 @@ class TraceRecorder:
         if len(self._buffer) >= self.max_buffer:
             self.dropped += 1  # trace is best effort; records are never dropped
             return
-        self._buffer.append(TraceEvent(record_id=record_id, stage=stage, route=route, at=utcnow(),
-                                       detail=detail))
+        self._buffer.append((record_id, route, stage, time.time(), detail))
 
     async def start(self) -> None:
         if self._task is None:
@@ -54,7 +53,7 @@ class TraceRecorder:
             return
         batch, self._buffer = self._buffer, []
         try:
-            await asyncio.to_thread(self.store.add_trace, batch)
+            await asyncio.to_thread(self.store.add_trace_rows, batch)
         except Exception as exc:  # the store being busy must not stop delivery
             log.warning("could not write %d trace events: %s", len(batch), exc)
 

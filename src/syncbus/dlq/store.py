@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -413,17 +414,34 @@ class Store:
 
     def add_trace(self, events: Sequence[TraceEvent]) -> None:
         """One multi-row insert per call: the router should hand over a batch, not one event."""
-        if not events:
+        self.add_trace_rows([(ev.record_id, ev.route, ev.stage, ev.at.timestamp(), ev.detail) for ev in events])
+
+    def add_trace_rows(self, rows: Sequence[tuple[str, str | None, str, float, dict[str, Any]]]) -> None:
+        """``(record_id, route, stage, epoch seconds, detail)`` rows, as the trace recorder buffers them.
+
+        Thousands of these arrive per second, so on SQLite they skip SQLAlchemy's
+        per-row type processing: one ``executemany`` with the values already in
+        the stored form (naive UTC text, JSON text) that ``trace()`` reads back.
+        """
+        if not rows:
             return
-        rows = []
-        for ev in events:
-            if ev.stage not in STAGES:
-                raise StoreError(f"trace event for record {ev.record_id!r}: unknown stage {ev.stage!r} "
+        for row in rows:
+            if row[2] not in STAGES:
+                raise StoreError(f"trace event for record {row[0]!r}: unknown stage {row[2]!r} "
                                  f"(expected one of {', '.join(sorted(STAGES))})")
-            rows.append({"record_id": ev.record_id, "route": ev.route, "stage": ev.stage, "at": ev.at,
-                         "detail": dict(ev.detail)})
+        if self._engine.dialect.name != "sqlite":
+            values = [{"record_id": r[0], "route": r[1], "stage": r[2], "detail": dict(r[4]),
+                       "at": datetime.fromtimestamp(r[3], UTC)} for r in rows]
+            with self._tx(engine=self._trace_write_engine) as conn:
+                conn.execute(insert(trace_events), values)
+            return
+        fromts = datetime.fromtimestamp
+        dumps = orjson.dumps
+        values = [(r[0], r[1], r[2], fromts(r[3], UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),
+                   dumps(r[4], default=str).decode()) for r in rows]
         with self._tx(engine=self._trace_write_engine) as conn:
-            conn.execute(insert(trace_events), rows)
+            conn.exec_driver_sql(
+                "INSERT INTO trace_events (record_id, route, stage, at, detail) VALUES (?, ?, ?, ?, ?)", values)
 
     def trace(self, record_id: str) -> list[TraceEvent]:
         query = (select(trace_events).where(trace_events.c.record_id == record_id)
