@@ -14,7 +14,7 @@ import pytest
 from syncbus.errors import DeliveryError
 from syncbus.sinks.auth import parse_retry_after
 from syncbus.sinks.base import Delivery, Sink
-from syncbus.sinks.http import HttpSink, HttpSinkConfig, _Pool
+from syncbus.sinks.http import HttpSink, HttpSinkConfig
 from syncbus.sinks.retry import DeliveryFailed
 from tests.sinks.target_server import Reply, TargetServer
 
@@ -298,17 +298,13 @@ def test_secrets_stay_out_of_reprs() -> None:
     assert "hunter2" not in repr(config) and "hunter2" not in str(config.model_dump())
 
 
-async def test_pool_splits_connections_over_small_clients() -> None:
-    pool = _Pool(HttpSinkConfig(name="erp", url="http://127.0.0.1:1/", max_connections=10))
-    try:
-        assert pool.sizes == [4, 3, 3] and len(pool.clients) == 3
-        taken = [pool.acquire() for _ in range(10)]
-        assert sorted(taken) == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
-        assert taken[:3] == [0, 0, 1]  # always the client with the most free connections
-        pool.release(2)
-        assert pool.acquire() == 2
-    finally:
-        await pool.aclose()
+async def test_connections_are_bounded_and_reused(target: TargetServer, make_delivery: MakeDelivery) -> None:
+    s = http_sink(target.url_for("/orders"), max_connections=3)
+    target.set_default(Reply(200, {"ok": True}, delay=0.02))
+    await asyncio.gather(*(s.send(make_delivery(record_id=f"r{i}")) for i in range(30)))
+    await s.close()
+    assert len(target.requests) == 30
+    assert len({r.client for r in target.requests}) == 3  # keep-alive: 3 connections carried all 30
 
 
 async def test_single_connection(target: TargetServer, make_delivery: MakeDelivery) -> None:
