@@ -13,6 +13,7 @@ H_RECEIVED_AT = "syncbus-received-at"  # epoch seconds (float as text) at ingres
 H_CONTENT_TYPE = "content-type"        # application/json, application/xml, text/csv
 H_SOURCE = "syncbus-source"            # the source connector name
 H_REPLAY_ROUTE = "syncbus-replay-route"  # set on a replayed record: only this route takes it
+H_REPLAY_SINK = "syncbus-replay-sink"    # …and only this target of a fan-out, when one sink failed
 H_DEAD_LETTER = "syncbus-dead-letter"  # id of the dead letter a replay came from
 
 

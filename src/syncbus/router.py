@@ -28,15 +28,12 @@ from .dlq.writer import DeadLetterWriter
 from .errors import DecodeError, EncodeError, MappingError, SchemaError, SyncbusError
 from .mapping.compiler import CompiledMapping, Output
 from .metrics import Metrics
-from .record import H_REPLAY_ROUTE, Record
+from .record import H_REPLAY_ROUTE, H_REPLAY_SINK, Record
 from .sinks.base import Delivery, Sink
 from .sinks.retry import DeliveryFailed
 from .tracing import TraceRecorder
 
 log = logging.getLogger(__name__)
-
-H_REPLAY_SINK = "syncbus-replay-sink"
-
 
 def group_for(route: str) -> str:
     return f"syncbus.{route}"

@@ -18,12 +18,10 @@ from datetime import UTC, datetime, timedelta
 
 from ..bus.base import Bus
 from ..errors import SyncbusError
-from ..record import H_DEAD_LETTER, H_REPLAY_ROUTE
+from ..record import H_DEAD_LETTER, H_REPLAY_ROUTE, H_REPLAY_SINK
 from ..units import parse_duration
 from .models import DeadLetter, TraceEvent
 from .store import Store, StoreError
-
-H_REPLAY_SINK = "syncbus-replay-sink"
 
 
 @dataclass
