@@ -90,7 +90,7 @@ def resolve_env(data: Any, doc: YamlDocument, loc: tuple[Any, ...], env: Mapping
             if raw is None:
                 if strict:
                     errors.append(doc.error(kloc, f"environment variable {value} (for {name!r}) is not set"))
-                    continue
+                # a stand-in, so the option is not reported a second time as missing
                 raw = _Placeholder(f"${{{value}}}")
             out[name] = [p.strip() for p in raw.split(",") if p.strip()] if name in LIST_KEYS else raw
             doc.keys.setdefault((*loc, name), doc.keys.get(kloc, (0, 0)))
@@ -175,11 +175,10 @@ def load_connector_file(path: Path, env: Mapping[str, str] | None = None, strict
             try:
                 config = model.model_validate(resolved)
             except ValidationError as exc:
-                problems = validation_errors(doc, exc, loc).errors
-                if not strict:
-                    problems = [p for p in problems if "${" not in p.message]
+                # an unset variable was reported once already; its stand-in's own complaints are noise
+                problems = [p for p in validation_errors(doc, exc, loc).errors if "${" not in p.message]
                 errors.extend(problems)
-                if strict or problems:
+                if problems:
                     continue
                 config = model.model_construct(**resolved)
             line = doc.location(loc).line

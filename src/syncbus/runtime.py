@@ -129,10 +129,23 @@ def serve(runtime: Runtime, host: str, port: int, log_level: str = "info") -> No
             # SIGTERM. A stop that drained and committed everything is a clean exit: 0.
             self._captured_signals.clear()
 
-    config = uvicorn.Config(create_app(runtime), host=host, port=port, log_level=log_level,
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=15)
+    # The runtime starts before the HTTP server, not in its lifespan hook: a sink
+    # that cannot start (missing table, bad folder) is then one line and exit 1,
+    # not uvicorn's "Application startup failed" traceback.
+    config = uvicorn.Config(create_app(runtime, manage_lifecycle=False), host=host, port=port,
+                            log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=15)
+    server = GracefulServer(config)
+
+    async def main() -> None:
+        await runtime.start()
+        try:
+            await server.serve()
+        finally:
+            await runtime.stop()
+
     tune_gc()
-    GracefulServer(config).run()
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop when installed
+        runner.run(main())
     log.info("syncbus stopped cleanly")
 
 

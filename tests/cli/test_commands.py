@@ -103,3 +103,26 @@ def test_map_prints_exact_payload_and_skipped(cli):
     draft = order.replace(b'"APPROVED"', b'"DRAFT"')
     run = cli("map", str(ROOT / "mappings" / "crm-order-to-erp.yaml"), "-", stdin=draft)
     assert run.code == 0 and run.out == "" and "skipped" in run.err
+
+
+SANDBOX_ENV = {
+    "SYNCBUS_CRM_KEYS": "a", "SYNCBUS_ERP_KEYS": "b", "SYNCBUS_OA_KEYS": "c",
+    "ERP_ORDERS_URL": "http://127.0.0.1:9/x", "ERP_TOKEN_URL": "http://127.0.0.1:9/t", "ERP_CLIENT_ID": "x",
+    "ERP_CLIENT_SECRET": "y", "FINANCE_PREREVIEW_URL": "http://127.0.0.1:9/p",
+}
+
+
+def test_run_refuses_unset_environment_once_per_variable(cli, config):
+    run = cli("run", "--config-dir", str(config), "--port", "1", env={"SYNCBUS_CRM_KEYS": "k"})
+    assert run.code == 1 and "Traceback" not in run.out + run.err
+    assert "environment variable ERP_ORDERS_URL (for 'url') is not set" in run.out
+    assert run.out.count("ERP_ORDERS_URL") == 1
+    assert "SYNCBUS_CRM_KEYS" not in run.out
+
+
+def test_run_with_a_sink_that_cannot_start_is_one_line(cli, config, tmp_path):
+    env = {**SANDBOX_ENV, "FINANCE_DB_URL": f"sqlite:///{tmp_path}/empty.db", "HR_DROP_DIR": str(tmp_path / "hr")}
+    run = cli("run", "--config-dir", str(config), "--bus", f"embedded://{tmp_path}/bus.db", "--port", "0", env=env)
+    assert run.code == 1
+    assert "Traceback" not in run.out + run.err
+    assert "error: finance-vouchers: table vouchers does not exist" in run.err
