@@ -8,6 +8,7 @@ descriptions become the reference docs, and validation errors keep pydantic's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -76,7 +77,10 @@ class BaseSink:
 
     Config: ClassVar[type[SinkConfig]] = SinkConfig
 
-    def __init__(self, config: SinkConfig) -> None:
+    def __init__(self, config: SinkConfig | Mapping[str, Any]) -> None:
+        # a dict (tests, plugins building sinks by hand) is validated by the type's own model
+        if not isinstance(config, self.Config):
+            config = self.Config.model_validate(config)
         self.config = config
         self.name = config.name
         self.retry = RetryPolicy(config.retry)

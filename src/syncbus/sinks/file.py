@@ -178,9 +178,8 @@ class FileSink(BaseSink):
 
     def __init__(self, config: FileSinkConfig | Mapping[str, Any], *,
                  clock: Callable[[], datetime] | None = None) -> None:
-        if not isinstance(config, FileSinkConfig):
-            config = FileSinkConfig.model_validate(config)
         super().__init__(config)
+        config = self.config  # validated
         self.folder = os.path.abspath(config.path)
         self._clock = clock if clock is not None else datetime.now
         self._executor: ThreadPoolExecutor | None = None

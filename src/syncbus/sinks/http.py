@@ -121,9 +121,8 @@ class HttpSink(BaseSink):
     config: HttpSinkConfig
 
     def __init__(self, config: HttpSinkConfig | Mapping[str, Any]) -> None:
-        if not isinstance(config, HttpSinkConfig):
-            config = HttpSinkConfig.model_validate(config)
         super().__init__(config)
+        config = self.config  # validated
         self._pool: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(100)
         self._token_client: httpx.AsyncClient | None = None

@@ -138,9 +138,8 @@ class KafkaSink(BaseSink):
     config: KafkaSinkConfig
 
     def __init__(self, config: KafkaSinkConfig | Mapping[str, Any]) -> None:
-        if not isinstance(config, KafkaSinkConfig):
-            config = KafkaSinkConfig.model_validate(config)
         super().__init__(config)
+        config = self.config  # validated
         self._producer: AIOKafkaProducer | None = None
         self._start_lock = asyncio.Lock()
         # Enqueueing one at a time: when a partition's batch is full, aiokafka parks every sender

@@ -153,9 +153,8 @@ class SqlSink(BaseSink):
     config: SqlSinkConfig
 
     def __init__(self, config: SqlSinkConfig | Mapping[str, Any]) -> None:
-        if not isinstance(config, SqlSinkConfig):
-            config = SqlSinkConfig.model_validate(config)
         super().__init__(config)
+        config = self.config  # validated
         self._url: URL = make_url(config.url)
         schema, _, table = config.table.rpartition(".")
         self._schema: str | None = schema or None
