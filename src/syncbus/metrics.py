@@ -63,11 +63,6 @@ class Metrics:
         self.route_info.labels(*new).set(1)
         self._route_info_labels[route] = new
 
-    def remove_route(self, route: str) -> None:
-        old = self._route_info_labels.pop(route, None)
-        if old:
-            self.route_info.remove(*old)
-
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -23,9 +23,6 @@ class Project:
     mappings: dict[str, CompiledMapping] = field(default_factory=dict)
     connectors: ConnectorsConfig = field(default_factory=ConnectorsConfig)
 
-    def routes_for(self, topic: str) -> list[CompiledMapping]:
-        return [m for m in self.mappings.values() if m.topic == topic]
-
     @property
     def topics(self) -> list[str]:
         topics = {m.topic for m in self.mappings.values()}

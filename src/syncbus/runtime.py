@@ -147,8 +147,3 @@ def serve(runtime: Runtime, host: str, port: int, log_level: str = "info") -> No
     with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop when installed
         runner.run(main())
     log.info("syncbus stopped cleanly")
-
-
-def describe(runtime: Runtime) -> dict[str, Any]:
-    return {"bus": runtime.bus.url, "routes": sorted(runtime.project.mappings),
-            "sources": sorted(runtime.ingress_sources), "sinks": sorted(runtime.sinks)}

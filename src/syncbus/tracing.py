@@ -49,6 +49,10 @@ class TraceRecorder:
             await self.flush()
 
     async def flush(self) -> None:
+        if self.dropped:
+            log.warning("trace buffer full: %d trace events were not recorded (records are unaffected)",
+                        self.dropped)
+            self.dropped = 0
         if not self._buffer:
             return
         batch, self._buffer = self._buffer, []

@@ -247,3 +247,26 @@ def test_target_and_targets_exclusive(compile_yaml):
             source: {topic: x}
             fields: {A: a}
         """)
+
+
+def test_user_text_never_becomes_generated_source(compile_yaml, tmp_path):
+    # Field names, paths, defaults and map keys are values in the generated builder's
+    # namespace, never source text: code-like names map like any other name.
+    marker = tmp_path / "pwned"
+    evil = f"x'); open('{marker}', 'w'); ('"
+    m = compile_yaml(f"""
+        fields:
+          "{evil}": {{from: a, default: "{evil}", map: {{"{evil}": ok}}}}
+          "__import__('os').system('touch {marker}')": a
+    """)
+    out = m.map_object({"a": evil}).outputs[0].payload
+    assert out == {evil: "ok", f"__import__('os').system('touch {marker}')": evil}
+    assert not marker.exists()
+
+
+def test_generated_source_check_refuses_unexpected_text():
+    from syncbus.mapping.codegen import _check_source
+
+    _check_source("def build(obj, root):\n    out[K0] = C0\n")
+    with pytest.raises(RuntimeError):
+        _check_source("out[K0] = 'quoted'\n")

@@ -36,6 +36,7 @@ class DeadLetterWriter:
         self.metrics = metrics
         self.trace = trace
         self.publish_topic = publish_topic
+        self._gauged: set[str] = set()  # routes the pending gauge has a series for
 
     async def write(self, record: Record, *, route: str, version: int, reason: str, error: str,
                     attempts: int = 1, sink: str | None = None) -> str:
@@ -49,6 +50,7 @@ class DeadLetterWriter:
         dl_id = await asyncio.to_thread(self.store.add, dl)
         self.metrics.dead_for(route, METRIC_REASON.get(reason, reason)).inc()
         self.metrics.dead_letters_pending.labels(route).inc()
+        self._gauged.add(route)
         self.trace.add(record.id, "dead_lettered", route, reason=reason, error=error, attempts=attempts,
                        sink=sink, dead_letter=dl_id)
         if self.publish_topic:
@@ -64,8 +66,8 @@ class DeadLetterWriter:
     async def refresh_pending(self) -> None:
         counts = await asyncio.to_thread(self.store.count_pending)
         gauge = self.metrics.dead_letters_pending
+        for route in self._gauged - counts.keys():  # every letter replayed or discarded
+            gauge.labels(route).set(0)
         for route, n in counts.items():
             gauge.labels(route).set(n)
-        for labels in list(gauge._metrics):  # routes whose letters were all replayed/discarded
-            if labels[0] not in counts:
-                gauge.labels(*labels).set(0)
+        self._gauged |= counts.keys()

@@ -48,7 +48,8 @@ class FieldPlan:
     builder: Builder | None = None     # nested / each
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """Canonical text of a value, for map-table keys and record keys."""
     try:
         return to_text(value)
     except TransformError:
@@ -98,7 +99,7 @@ def _check_source(src: str) -> None:
 def generate_builder(plans: list[FieldPlan]) -> Builder:
     ns: dict[str, Any] = {
         "MISSING": MISSING, "MappingError": MappingError, "TransformError": TransformError,
-        "LookupMiss": LookupMiss, "text": _text, "required": _required, "nested_error": _nested_error,
+        "LookupMiss": LookupMiss, "text": text, "required": _required, "nested_error": _nested_error,
         "each_error": _each_error, "not_a_list": _not_a_list, "not_in_map": _not_in_map, "no_get": _no_get,
         "deepcopy": copy.deepcopy,
         "dict_t": dict, "list_t": list, "str_t": str,

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ConfigErrors, Location, MappingError, TransformError
+from ..errors import ConfigError, ConfigErrors, Location, MappingError
 from ..formats import Codec, make_codec
-from .codegen import Builder, FieldPlan, Kind, generate_builder
+from .codegen import Builder, FieldPlan, Kind, generate_builder, text
 from .expressions import Expression, ExpressionError, ExpressionSpecError
 from .lookups import LookupTables
 from .paths import MISSING, PathError, compile_getter, parse_path
 from .schemas import CompiledSchema, load_schema
 from .spec import FieldSpec, MappingSpec, TargetSpec
-from .transforms import TransformSpecError, compile_chain, to_text
+from .transforms import TransformSpecError, compile_chain
 
 Where = Callable[[tuple[Any, ...]], Location]
 
@@ -114,7 +114,7 @@ class CompiledMapping:
             value = self.key(obj)
             if value is MISSING or value is None:
                 raise MappingError("key", "the record key is missing", self.spec.key)
-            key = value if type(value) is str else _text(value)
+            key = value if type(value) is str else text(value)
         mapped = self.build(obj, obj)
         outputs: list[Output] = []
         for target in self.targets:
@@ -134,13 +134,6 @@ def _test(expr: Expression, obj: Any, what: str) -> bool:
         return expr.test(obj)
     except ExpressionError as exc:
         raise MappingError(what, str(exc)) from None
-
-
-def _text(value: Any) -> str:
-    try:
-        return to_text(value)
-    except TransformError:
-        return str(value)
 
 
 class _Compiler:

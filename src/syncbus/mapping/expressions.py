@@ -18,7 +18,6 @@ import re
 import sys
 import types
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 # The package's __init__ imports its interactive REPL (prompt_toolkit, rich): a
@@ -154,9 +153,3 @@ def _cache_key(rec: Any, rnames: frozenset[str] | None, item: Any, inames: froze
         key.append("|")
     return tuple(key)
 
-
-def compile_expression(source: str) -> Expression:
-    return Expression(source)
-
-
-Filter = Callable[[Any], bool]

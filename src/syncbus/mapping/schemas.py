@@ -11,7 +11,7 @@ import jsonschema
 from jsonschema.exceptions import SchemaError as JsonSchemaDefinitionError
 from jsonschema.exceptions import best_match
 
-from ..errors import ConfigError, Location, SchemaError
+from ..errors import ConfigError, SchemaError
 
 
 @dataclass(frozen=True)
@@ -85,5 +85,3 @@ def _fast(schema: dict[str, Any]) -> Any:
     except Exception:  # a schema feature it does not support: python-jsonschema alone
         return None
 
-
-__all__ = ["CompiledSchema", "ConfigError", "Location", "load_schema", "resolve"]
