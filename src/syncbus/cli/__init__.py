@@ -1,0 +1,17 @@
+"""The ``syncbus`` command line (DESIGN §6): one module per group of commands, one shared app."""
+
+from __future__ import annotations
+
+import sys
+
+from . import authoring, dlq, run  # noqa: F401  (registers the commands)
+from .common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
