@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from .bus.base import Bus, Consumer
@@ -28,12 +29,16 @@ from .dlq.writer import DeadLetterWriter
 from .errors import DecodeError, EncodeError, MappingError, SchemaError, SyncbusError
 from .mapping.compiler import CompiledMapping, Output
 from .metrics import Metrics
-from .record import H_REPLAY_ROUTE, H_REPLAY_SINK, Record
+from .record import H_DEAD_LETTER, H_REPLAY_ROUTE, H_REPLAY_SINK, Record
 from .sinks.base import Delivery, Sink
 from .sinks.retry import DeliveryFailed
+from .state.models import utcnow
+from .state.outcomes import Outcome
 from .tracing import TraceRecorder
 
 log = logging.getLogger(__name__)
+
+STALL_AFTER = 10.0  # seconds of failing commits before a route counts as stalled
 
 def group_for(route: str) -> str:
     return f"syncbus.{route}"
@@ -57,6 +62,7 @@ class RouterOptions:
     commit_interval: float = 0.2  # seconds between offset commits
     lag_interval: float = 5.0
     shutdown_timeout: float = 10.0
+    replay_timeout: float = 600.0  # a replay still "replaying" after this never reached the bus
 
 
 @dataclass
@@ -94,6 +100,7 @@ class Route:
         self._chain = _KeyChain()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._outcomes: list[tuple[Record, Outcome]] = []
 
     # -- loop -------------------------------------------------------------------
 
@@ -126,7 +133,37 @@ class Route:
                 last_commit = now
                 await self._commit()
 
+    def _finished(self, record: Record, outcome: str, delivered_sinks: tuple[str, ...] = ()) -> None:
+        """The record has its fate on this route; its offset may be committed once the fate is stored."""
+        self._outcomes.append((record, Outcome(record.id, outcome, record.topic, record.partition, record.offset,
+                                               delivered_sinks)))
+
     async def _commit(self) -> None:
+        """Store the outcomes of finished records, then (only then) let their offsets be committed.
+
+        Offsets a consumer commits are always a subset of the records whose
+        outcome is stored, so ``syncbus ledger`` can tell a record that is
+        still in flight from one that was lost.
+        """
+        if self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                resolved = await asyncio.to_thread(self.router.dead_letters.store.record_outcomes, self.name,
+                                                   [o for _r, o in batch])
+            except asyncio.CancelledError:
+                self._outcomes[:0] = batch
+                raise
+            except Exception as exc:  # the store is away: keep the batch, commit nothing of it
+                self._outcomes[:0] = batch
+                log.warning("route %s: cannot store %d record outcomes (%s); offsets wait", self.name,
+                            len(batch), exc)
+                return
+            for record, _o in batch:
+                self.consumer.done(record)
+            if resolved:
+                log.info("route %s: %d dead letters resolved: their records were delivered", self.name,
+                         len(resolved))
+                self.router.dead_letters.pending_changed()
         try:
             await self.consumer.commit()
         except asyncio.CancelledError:
@@ -158,7 +195,7 @@ class Route:
         if result.skipped:
             router.metrics.skipped_for(self.name).inc()
             router.trace.add(record.id, "skipped", self.name)
-            self.consumer.done(record)
+            self._finished(record, "skipped")
             return
         outputs = result.outputs
         replay_sink = record.headers.get(H_REPLAY_SINK) if replay_route is not None else None
@@ -181,17 +218,22 @@ class Route:
             if prev is not None:
                 await prev
             if len(outputs) == 1:
-                await self._deliver_one(record, key, outputs[0])
+                oks = [await self._deliver_one(record, key, outputs[0])]
             else:
-                await asyncio.gather(*(self._deliver_one(record, key, o) for o in outputs))
-            self.consumer.done(record)
+                oks = list(await asyncio.gather(*(self._deliver_one(record, key, o) for o in outputs)))
+            if all(oks):
+                self._finished(record, "delivered")
+            else:
+                self._finished(record, "dead_lettered",
+                               tuple(o.target.sink for o, ok in zip(outputs, oks, strict=True) if ok))
         finally:
             if mine is not None and order_key is not None:
                 self._chain.release(order_key, mine)
             self.in_flight -= 1
             self._slot.set()
 
-    async def _deliver_one(self, record: Record, key: str | None, output: Output) -> None:
+    async def _deliver_one(self, record: Record, key: str | None, output: Output) -> bool:
+        """One target: True when delivered, False when dead-lettered."""
         router, m = self.router, self.mapping
         sink_name = output.target.sink
         sink = self.sinks[sink_name]
@@ -219,12 +261,17 @@ class Route:
         except DeliveryFailed as exc:
             await self._dead_letter(record, "delivery", exc.reason, attempts=exc.attempts, sink=sink_name,
                                     done=False)
-            return
+            return False
         metrics.delivered_for(name, sink_name).inc()
+        now = time.time()
+        metrics.last_success_for(name).set(now)
         received = record.received_at
-        if received:
-            metrics.e2e_for(name).observe(max(0.0, time.time() - received))
+        # A replay's age is the time it waited for a person, not processing time: it would
+        # poison the latency baseline the alerts compare against.
+        if received and H_DEAD_LETTER not in record.headers:
+            metrics.e2e_for(name).observe(max(0.0, now - received))
         trace.add(rid, "delivered", name, sink=sink_name, attempts=attempts)
+        return True
 
     async def _dead_letter(self, record: Record, reason: str, error: str, *, attempts: int = 1,
                            sink: str | None = None, done: bool = True) -> None:
@@ -242,7 +289,7 @@ class Route:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         if done:
-            self.consumer.done(record)
+            self._finished(record, "dead_lettered")
 
     # -- stop -------------------------------------------------------------------
 
@@ -259,6 +306,8 @@ class Route:
                 t.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._commit()
         await self.consumer.stop()
 
     async def lag(self) -> dict[str, int]:
@@ -307,8 +356,19 @@ class Router:
                         self.metrics.consumer_lag.labels(route.name, topic).set(n)
                 except Exception as exc:
                     log.debug("lag of %s unavailable: %s", route.name, exc)
+                stalled_since = getattr(route.consumer, "commit_stalled_since", None)
+                self.metrics.commit_stalled.labels(route.name).set(
+                    1 if stalled_since is not None and time.monotonic() - stalled_since > STALL_AFTER else 0)
             with contextlib.suppress(Exception):
                 await self.dead_letters.refresh_pending()
+            try:
+                stale = await asyncio.to_thread(self.dead_letters.store.revert_stale_replays,
+                                                utcnow() - timedelta(seconds=self.options.replay_timeout))
+                if stale:
+                    log.warning("%d replays never reached the bus; their dead letters are pending again: %s",
+                                len(stale), ", ".join(stale[:10]))
+            except Exception as exc:
+                log.debug("stale replay check failed: %s", exc)
             await asyncio.sleep(self.options.lag_interval)
 
     async def stop(self) -> None:

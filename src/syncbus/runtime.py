@@ -19,7 +19,7 @@ from typing import Any
 from .bus import open_bus
 from .bus.base import Bus
 from .config import Settings
-from .dlq.store import Store
+from .state.store import Store
 from .dlq.writer import DeadLetterWriter
 from .ingress.publish import IngressSource
 from .metrics import Metrics

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from .dlq.store import Store
+from .state.store import Store
 
 log = logging.getLogger(__name__)
 

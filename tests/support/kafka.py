@@ -7,12 +7,14 @@ and mark tests that use it ``@pytest.mark.kafka``.
   that broker is used as is; otherwise deploy/kafka/kafka.sh starts a private
   broker on free ports with its own run dir, stopped at session end (and by a
   watchdog if pytest dies, so none is ever left behind).
-* ``kafka_broker`` -> the private broker, for tests that stop or restart it
-  mid-stream. Skipped with an external broker: we must not restart someone
-  else's Kafka.
+* ``kafka_broker`` -> the private broker, for tests that stop, kill -9 or
+  restart it mid-stream (same ports, same data dir: a real restart). Not
+  available with an external broker: we must not restart someone else's Kafka.
 
-A broker that cannot start skips the Kafka tests on a laptop, but FAILS them
-when ``CI=true``: CI must never go green by silently skipping Kafka.
+A broker that cannot start (or, for ``kafka_broker``, an external one) skips
+the Kafka tests on a laptop, but FAILS them when ``CI`` is set to any truthy
+value (``CI=1``, ``CI=true``, ``CI=yes``...): CI must never go green by
+silently skipping Kafka.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,8 @@ import pytest
 KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "kafka.sh"
 START_TIMEOUT = 300.0  # includes a cold `fetch` of the broker jars with Maven
 STOP_TIMEOUT = 60.0
+KILL_TIMEOUT = 30.0
+_FALSY = {"", "0", "false", "no", "off"}
 
 
 class KafkaUnavailable(Exception):
@@ -93,6 +99,42 @@ class KafkaBroker:
         self.stop()
         self.start()
 
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / "kafka.pid"
+
+    def pid(self) -> int | None:
+        """The broker JVM's pid while it runs (kafka.sh writes it), else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _process_alive(pid) else None
+
+    def kill9(self) -> None:
+        """SIGKILL the broker: no clean shutdown, no final flush, as in a crash or an OOM kill.
+
+        Returns once the process is gone, so the ports are free and ``start()``
+        brings the same broker (same ports, same data dir) back after log recovery.
+        """
+        pid = self.pid()
+        if pid is None:
+            raise KafkaUnavailable(f"no running broker in {self.run_dir} to kill")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_TIMEOUT
+        while _process_alive(pid):
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(f"broker pid {pid} still alive {KILL_TIMEOUT:.0f}s after SIGKILL")
+            time.sleep(0.05)
+
+    def crash_and_restart(self, down_for: float = 0.0) -> None:
+        """kill -9, stay down ``down_for`` seconds, start again on the same ports and data."""
+        self.kill9()
+        if down_for > 0:
+            time.sleep(down_for)
+        self.start()
+
     def running(self) -> bool:
         try:
             self._run("status", 10)
@@ -110,9 +152,26 @@ class KafkaBroker:
     async def arestart(self) -> None:
         await asyncio.to_thread(self.restart)
 
+    async def akill9(self) -> None:
+        await asyncio.to_thread(self.kill9)
+
+
+def _process_alive(pid: int) -> bool:
+    """Running and not a zombie (a killed JVM reparented to an init that does not reap stays Z)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def in_ci() -> bool:
+    """``CI`` set to anything truthy: CI=1, CI=true, CI=yes (every CI system sets one of them)."""
+    return os.environ.get("CI", "").strip().lower() not in _FALSY
+
 
 def _unavailable(reason: str) -> NoReturn:
-    if os.environ.get("CI", "").lower() == "true":
+    if in_ci():
         pytest.fail(f"Kafka broker unavailable in CI: {reason}", pytrace=False)
     pytest.skip(f"Kafka broker unavailable: {reason}")
 
@@ -161,7 +220,8 @@ def kafka_broker(_kafka_session: _Session) -> Iterator[KafkaBroker]:
     """The session's own broker, for stop/restart tests; it is running again after each test."""
     broker = _kafka_session.broker
     if broker is None:
-        pytest.skip("SYNCBUS_TEST_KAFKA points at an external broker; not restarting it")
+        _unavailable("SYNCBUS_TEST_KAFKA points at an external broker, which a test must not restart; "
+                     "unset it to run the broker-restart tests on a private broker")
     yield broker
     if not broker.running():
         broker.start()

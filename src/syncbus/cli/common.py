@@ -88,7 +88,7 @@ def _settings(config_dir: Path | None, bus: str | None = None, store: str | None
 
 
 def _store(config_dir: Path | None, bus: str | None, store: str | None) -> Any:
-    from ..dlq.store import Store
+    from ..state.store import Store
 
     return Store(_settings(config_dir, bus, store).resolved_store_url())
 

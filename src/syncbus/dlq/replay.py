@@ -19,22 +19,30 @@ from datetime import UTC, datetime, timedelta
 from ..bus.base import Bus
 from ..errors import SyncbusError
 from ..record import H_DEAD_LETTER, H_REPLAY_ROUTE, H_REPLAY_SINK
+from ..state import DeadLetterConflict, DeadLetterNotFound, Store
+from ..state.models import TraceEvent
 from ..units import parse_duration
-from .models import DeadLetter, TraceEvent
-from .store import Store, StoreError
 
 
 @dataclass
 class ReplayResult:
+    """What happened to one dead letter asked to be replayed.
+
+    ``status`` is the letter's status after the call (the current one when the
+    replay was refused), so a caller that lost a race can say what it is now.
+    """
+
     id: str
     ok: bool
     message: str = ""
     topic: str = ""
     offset: int = -1
+    status: str = ""
+    refusal: str | None = None   # "not_found" | "conflict" | "bus" when not ok
 
     def to_json(self) -> dict[str, object]:
         return {"id": self.id, "ok": self.ok, "message": self.message, "topic": self.topic,
-                "offset": self.offset}
+                "offset": self.offset, "status": self.status, "refusal": self.refusal}
 
 
 def default_actor() -> str:
@@ -59,34 +67,44 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
-async def replay_one(store: Store, bus: Bus, dl: DeadLetter, actor: str, reason: str) -> ReplayResult:
-    if dl.status != "pending":
-        return ReplayResult(dl.id, False, f"dead letter {dl.id} is {dl.status}, not pending")
+async def replay_one(store: Store, bus: Bus, dl_id: str, actor: str, reason: str) -> ReplayResult:
+    """pending → replaying (compare-and-set) → publish → replayed; the publish failing reverts to pending.
+
+    Taking the letter out of ``pending`` BEFORE publishing is what makes a
+    replay happen at most once per letter: of twenty concurrent calls one
+    wins, the others are told the letter is replaying; a discard racing it
+    either wins (nothing is published) or is refused.
+    """
+    try:
+        dl = await asyncio.to_thread(store.begin_replay, dl_id, actor, reason)
+    except DeadLetterNotFound as exc:
+        return ReplayResult(dl_id, False, str(exc), refusal="not_found")
+    except DeadLetterConflict as exc:
+        return ReplayResult(dl_id, False, str(exc), status=exc.status, refusal="conflict")
     record = dl.to_record()
     headers = {**record.headers, H_REPLAY_ROUTE: dl.route, H_DEAD_LETTER: dl.id}
     if dl.sink and dl.reason == "delivery":
         headers[H_REPLAY_SINK] = dl.sink
     else:
         headers.pop(H_REPLAY_SINK, None)
-    published = await bus.publish(dl.topic, dl.value, dl.key, headers)
+    try:
+        published = await bus.publish(dl.topic, dl.value, dl.key, headers)
+    except BaseException as exc:
+        await asyncio.shield(asyncio.to_thread(store.abort_replay, dl.id, f"{type(exc).__name__}: {exc}"))
+        if not isinstance(exc, Exception):
+            raise
+        return ReplayResult(dl.id, False, f"the bus did not take the record: {exc}", status="pending",
+                            refusal="bus")
     where = {"topic": published.topic, "partition": published.partition, "offset": published.offset}
-    await asyncio.to_thread(store.mark_replayed, [dl.id], actor, reason, where)
+    await asyncio.to_thread(store.end_replay, dl.id, where)
     event = TraceEvent(record_id=dl.record_id, stage="replayed", route=dl.route,
                        detail={"dead_letter": dl.id, "actor": actor, "reason": reason, **where})
     await asyncio.to_thread(store.add_trace, [event])
-    return ReplayResult(dl.id, True, "replayed", published.topic, published.offset)
+    return ReplayResult(dl.id, True, "replayed", published.topic, published.offset, status="replayed")
 
 
 async def replay(store: Store, bus: Bus, ids: list[str], actor: str, reason: str) -> list[ReplayResult]:
-    results = []
-    for dl_id in ids:
-        try:
-            dl = await asyncio.to_thread(store.get, dl_id)
-        except StoreError as exc:
-            results.append(ReplayResult(dl_id, False, str(exc)))
-            continue
-        results.append(await replay_one(store, bus, dl, actor, reason))
-    return results
+    return [await replay_one(store, bus, dl_id, actor, reason) for dl_id in ids]
 
 
 async def replay_matching(store: Store, bus: Bus, route: str | None, since: datetime | None, actor: str,
@@ -94,5 +112,5 @@ async def replay_matching(store: Store, bus: Bus, route: str | None, since: date
     letters = await asyncio.to_thread(store.list, route=route, status="pending", since=since, limit=limit)
     results = []
     for dl in sorted(letters, key=lambda d: (d.first_failed_at, d.offset)):  # oldest first: keep order
-        results.append(await replay_one(store, bus, dl, actor, reason))
+        results.append(await replay_one(store, bus, dl.id, actor, reason))
     return results

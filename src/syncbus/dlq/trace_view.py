@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .store import Store, StoreError
+from ..state import Store, StoreError
 
 
 def load_trace(store: Store, some_id: str) -> dict[str, Any] | None:

@@ -13,9 +13,9 @@ import logging
 from ..bus.base import Bus
 from ..metrics import Metrics
 from ..record import Record
+from ..state.models import DeadLetter
+from ..state.store import Store
 from ..tracing import TraceRecorder
-from .models import DeadLetter
-from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class DeadLetterWriter:
         self.trace = trace
         self.publish_topic = publish_topic
         self._gauged: set[str] = set()  # routes the pending gauge has a series for
+        self._refresh: asyncio.Task[None] | None = None
 
     async def write(self, record: Record, *, route: str, version: int, reason: str, error: str,
                     attempts: int = 1, sink: str | None = None) -> str:
@@ -49,8 +50,11 @@ class DeadLetterWriter:
                                     mapping_version=version, sink=sink)
         dl_id = await asyncio.to_thread(self.store.add, dl)
         self.metrics.dead_for(route, METRIC_REASON.get(reason, reason)).inc()
-        self.metrics.dead_letters_pending.labels(route).inc()
-        self._gauged.add(route)
+        # one line per dead letter for the log pipeline; never the payload (personal data)
+        log.warning("dead letter %s: route=%s reason=%s record=%s key=%s sink=%s attempts=%d%s", dl_id, route,
+                    reason, record.id, record.key, sink or "-", attempts,
+                    f" replay_of={dl.replay_of}" if dl.replay_of else "")
+        self.pending_changed()
         self.trace.add(record.id, "dead_lettered", route, reason=reason, error=error, attempts=attempts,
                        sink=sink, dead_letter=dl_id)
         if self.publish_topic:
@@ -62,6 +66,18 @@ class DeadLetterWriter:
             except Exception as exc:  # the store has it; the topic copy is a convenience
                 log.warning("dead letter %s stored but not published to %s: %s", dl_id, dlq_topic(route), exc)
         return dl_id
+
+    def pending_changed(self) -> None:
+        """Recount pending letters soon (one query however many changes arrive meanwhile)."""
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_soon())
+
+    async def _refresh_soon(self) -> None:
+        await asyncio.sleep(0.05)
+        try:
+            await self.refresh_pending()
+        except Exception as exc:
+            log.debug("pending dead letters not recounted: %s", exc)
 
     async def refresh_pending(self) -> None:
         counts = await asyncio.to_thread(self.store.count_pending)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..dlq.replay import parse_since, replay, replay_matching
-from ..dlq.store import StoreError
+from ..state import StoreError
 from ..errors import SyncbusError
 from .auth import presented_key, require_key
 from .errors import HttpError

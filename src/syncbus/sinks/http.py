@@ -5,6 +5,8 @@ One keep-alive connection pool per sink, shared by every route that uses it.
 timeouts, connection failures, 408/425/429 and 5xx are worth another try;
 everything else (4xx, an unfollowed redirect) will not get better by
 repeating it and goes straight to the dead letters with the target's answer.
+With ``soap:`` set the body goes out in a SOAP envelope and a fault in the
+answer is judged by its fault code, not the status (see :mod:`syncbus.sinks.soap`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from syncbus.sinks.auth import (
     safe_url,
 )
 from syncbus.sinks.base import BaseSink, Delivery, SinkConfig
+from syncbus.sinks.soap import SoapBinding, SoapFaultError, SoapSpec, parse_fault
 from syncbus.units import format_duration
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 header field name
@@ -64,6 +67,11 @@ class HttpSinkConfig(SinkConfig):
         32, ge=1, le=1000,
         description="Connections (and requests in flight) to this target; 32 saturates most ERP endpoints.")
     verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
+    soap: SoapSpec | None = Field(
+        None,
+        description="Send the record's XML (route format xml) inside a SOAP envelope: "
+                    "{version: '1.1' | '1.2', action: URI}. Faults are classified by their code: "
+                    "Client/Sender permanent, Server/Receiver retried, whatever the HTTP status.")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -119,6 +127,17 @@ class HttpSink(BaseSink):
 
     Config: ClassVar[type[HttpSinkConfig]] = HttpSinkConfig
     config: HttpSinkConfig
+    examples: ClassVar[list[dict[str, Any]]] = [
+        {"name": "erp-orders", "type": "http", "url_env": "ERP_ORDERS_URL",
+         "auth": {"oauth2_client_credentials": {"token_url_env": "ERP_TOKEN_URL", "client_id_env": "ERP_CLIENT_ID",
+                                                "client_secret_env": "ERP_CLIENT_SECRET"}},
+         "retry": {"attempts": 4, "backoff": "exponential", "initial": "0.5s", "max": "30s"},
+         "timeout": "10s"},
+        {"name": "erp-orders-soap", "type": "http", "url_env": "ERP_SOAP_URL",
+         "soap": {"version": "1.1", "action": "urn:sap-com:document:sap:rfc:functions:ZSD_ORDER_CREATE"},
+         "auth": {"basic": {"username_env": "ERP_USER", "password_env": "ERP_PASSWORD"}},
+         "timeout": "30s"},
+    ]
 
     def __init__(self, config: HttpSinkConfig | Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -128,6 +147,7 @@ class HttpSink(BaseSink):
         self._token_client: httpx.AsyncClient | None = None
         self._auth: Authenticator | None = None
         self._where = safe_url(config.url)
+        self._soap = SoapBinding(config.soap) if config.soap is not None else None
         self._base_headers: dict[str, tuple[str, str]] = {
             "user-agent": ("User-Agent", _USER_AGENT)}
         for name, value in config.headers.items():
@@ -163,7 +183,13 @@ class HttpSink(BaseSink):
             await token_client.aclose()
 
     def _headers(self, delivery: Delivery) -> dict[str, tuple[str, str]]:
-        headers: dict[str, tuple[str, str]] = {"content-type": ("Content-Type", delivery.content_type)}
+        headers: dict[str, tuple[str, str]]
+        if self._soap is not None:
+            headers = {"content-type": ("Content-Type", self._soap.content_type)}
+            for name, value in self._soap.headers.items():
+                headers[name.lower()] = (name, value)
+        else:
+            headers = {"content-type": ("Content-Type", delivery.content_type)}
         headers.update(self._base_headers)
         for name, value in delivery.headers.items():
             headers[name.lower()] = (name, _header_value(value))
@@ -181,18 +207,24 @@ class HttpSink(BaseSink):
         """One attempt (plus one immediate retry with a fresh OAuth2 token after a 401)."""
         if self._pool is None:
             await self.start()
+        body = delivery.body
+        if self._soap is not None:
+            try:
+                body = self._soap.envelope(body, delivery.content_type)
+            except DeliveryError as err:
+                raise DeliveryError(f"{self.name}: {err}", retryable=False) from None
         headers = self._headers(delivery)
         used: dict[str, str] = {}
         if self._auth is not None:
             used = await self._auth.headers()
             for name, value in used.items():
                 headers[name.lower()] = (name, value)
-        response = await self._exchange(delivery.body, list(headers.values()))
+        response = await self._exchange(body, list(headers.values()))
         if response[0] == 401 and self._auth is not None and self._auth.refreshable:
             self._auth.invalidate(used)
             for name, value in (await self._auth.headers()).items():
                 headers[name.lower()] = (name, value)
-            response = await self._exchange(delivery.body, list(headers.values()))
+            response = await self._exchange(body, list(headers.values()))
         self._classify(*response)
 
     async def _exchange(self, body: bytes,
@@ -226,6 +258,8 @@ class HttpSink(BaseSink):
             raise DeliveryError(f"connection error ({detail}): {self._where}", retryable=True) from exc
 
     def _classify(self, status: int, headers: Mapping[str, str], content: bytes) -> None:
+        if self._soap is not None:
+            self._classify_fault(status, headers, content)
         if 200 <= status < 300:
             return
         snippet = body_snippet(content)
@@ -241,6 +275,23 @@ class HttpSink(BaseSink):
             message = (f"HTTP {status} from {self._where}: redirect{target} not followed; "
                        "point the sink's url at the final address")
         raise DeliveryError(message, retryable=False, status=status)
+
+
+    def _classify_fault(self, status: int, headers: Mapping[str, str], content: bytes) -> None:
+        """Raise for a SOAP fault in the answer; its code decides, the status only when the code cannot.
+
+        A 2xx carrying a fault is a failure too: some stacks answer 200 with a
+        fault, and counting that as delivered would lose the record silently.
+        """
+        fault = parse_fault(content, headers.get("content-type"))
+        if fault is None:
+            return
+        retryable = fault.retryable
+        if retryable is None:
+            retryable = status in RETRYABLE_STATUS or status >= 500
+        message = f"SOAP fault from {self._where} (HTTP {status}): {fault.describe()}"
+        retry_after = parse_retry_after(headers.get("retry-after")) if retryable else None
+        raise SoapFaultError(message, fault, retryable=retryable, status=status, retry_after=retry_after)
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int = _READ_LIMIT) -> bytes:

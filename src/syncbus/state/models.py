@@ -13,17 +13,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ..record import Record, new_id
+from ..record import H_DEAD_LETTER, H_REPLAY_ROUTE, H_REPLAY_SINK, Record, new_id
 
 Reason = Literal["schema", "mapping", "delivery", "decode"]
-Status = Literal["pending", "replayed", "discarded"]
-Stage = Literal["received", "mapped", "skipped", "attempt", "delivered", "dead_lettered", "replayed"]
-Action = Literal["edit", "replay", "discard"]
+Status = Literal["pending", "replaying", "replayed", "discarded", "delivered"]
+Stage = Literal["received", "mapped", "skipped", "attempt", "delivered", "dead_lettered", "replayed", "duplicate"]
+Action = Literal["edit", "replay", "replayed", "discard", "resolve", "revert"]
 
 REASONS: frozenset[str] = frozenset({"schema", "mapping", "delivery", "decode"})
-STATUSES: frozenset[str] = frozenset({"pending", "replayed", "discarded"})
+STATUSES: frozenset[str] = frozenset({"pending", "replaying", "replayed", "discarded", "delivered"})
+# A dead letter is "open" while its record has no final fate: a later delivery of the
+# same record (after a crash, or the replay itself) resolves every open one.
+OPEN_STATUSES: frozenset[str] = frozenset({"pending", "replaying", "replayed"})
+# The dead-letter state machine: every status change is one of these, compare-and-set.
+TRANSITIONS: frozenset[tuple[str, str]] = frozenset({
+    ("pending", "replaying"), ("replaying", "replayed"), ("replaying", "pending"),
+    ("pending", "discarded"),
+    ("pending", "delivered"), ("replaying", "delivered"), ("replayed", "delivered"),
+})
 STAGES: frozenset[str] = frozenset(
-    {"received", "mapped", "skipped", "attempt", "delivered", "dead_lettered", "replayed"})
+    {"received", "mapped", "skipped", "attempt", "delivered", "dead_lettered", "replayed", "duplicate"})
 
 
 def utcnow() -> datetime:
@@ -81,6 +90,8 @@ class DeadLetter:
     offset: int = -1
     key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    replay_of: str | None = None     # the dead letter whose replay failed again into this one
+    status_at: datetime | None = field(default=None, compare=False)
     id: str = field(default_factory=new_dead_letter_id)
 
     def __post_init__(self) -> None:
@@ -92,10 +103,15 @@ class DeadLetter:
                     mapping_version: int = 0, sink: str | None = None,
                     at: datetime | None = None) -> DeadLetter:
         when = as_utc(at) if at else utcnow()
+        headers = dict(record.headers)
+        replay_of = headers.pop(H_DEAD_LETTER, None)
+        # the replay markers belong to one replay, not to the record
+        headers.pop(H_REPLAY_ROUTE, None)
+        headers.pop(H_REPLAY_SINK, None)
         return cls(route=route, reason=reason, error=error, value=record.value, attempts=attempts,
                    first_failed_at=when, last_failed_at=when, mapping_version=mapping_version, sink=sink,
                    record_id=record.id, topic=record.topic, partition=record.partition,
-                   offset=record.offset, key=record.key, headers=dict(record.headers))
+                   offset=record.offset, key=record.key, headers=headers, replay_of=replay_of)
 
     def to_record(self) -> Record:
         """The original record as it came off the bus (with the current, possibly edited, value)."""
@@ -113,6 +129,9 @@ class DeadLetter:
             "first_failed_at": self.first_failed_at.isoformat(),
             "last_failed_at": self.last_failed_at.isoformat(),
             "status": self.status,
+            "status_at": self.status_at.isoformat() if self.status_at else None,
+            "replay_of": self.replay_of,
+            "key": self.key,
             "mapping_version": self.mapping_version,
             "sink": self.sink,
             "record_id": self.record_id,

@@ -16,10 +16,19 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from syncbus.bus.embedded import EmbeddedBus
-from syncbus.dlq.models import DeadLetter, TraceEvent, decode_value, encode_value
-from syncbus.dlq.store import Store, StoreError, sqlite_url
 from syncbus.errors import SyncbusError
-from syncbus.record import H_ID, Record
+from syncbus.record import H_DEAD_LETTER, H_ID, Record
+from syncbus.state import (
+    DeadLetterConflict,
+    DeadLetterNotFound,
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    Outcome,
+    Store,
+    StoreError,
+    sqlite_url,
+)
+from syncbus.state.models import DeadLetter, TraceEvent, decode_value, encode_value
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -112,14 +121,22 @@ def test_pending_duplicate_is_merged(store: Store) -> None:
     assert store.count_pending() == {"crm-order-to-erp": 1, "crm-to-finance": 1}
 
 
-def test_failure_after_replay_creates_new_entry(store: Store) -> None:
+def test_failure_after_replay_creates_new_linked_entry(store: Store) -> None:
     first = store.add(_dl())
-    store.mark_replayed([first], actor="li", reason="ERP back up")
-    second = store.add(_dl(at=T0 + timedelta(hours=1), attempts=1))
+    store.begin_replay(first, actor="li", reason="ERP back up")
+    # The replayed record fails again before the replayer marked the letter replayed:
+    again = _dl(at=T0 + timedelta(hours=1), attempts=1)
+    again.headers[H_DEAD_LETTER] = first
+    second = store.add(DeadLetter.from_record(again.to_record(), route=again.route, reason="delivery",
+                                              error="HTTP 503", sink="erp-orders"))
     assert second != first
+    assert store.get(first).status == "replayed"       # its replay happened and failed again
+    new = store.get(second)
+    assert (new.status, new.attempts, new.replay_of) == ("pending", 1, first)
+    assert H_DEAD_LETTER not in new.headers
+    store.end_replay(first, {"offset": 7})             # the replayer's late mark changes nothing
     assert store.get(first).status == "replayed"
-    assert store.get(second).status == "pending"
-    assert store.get(second).attempts == 1
+    assert store.count_pending() == {"crm-order-to-erp": 1}
 
 
 def test_list_filters_order_and_paging(store: Store) -> None:
@@ -166,33 +183,72 @@ def test_edit_only_pending_and_audited(store: Store) -> None:
         store.edit(dl_id, "text", actor="zhang", reason="x")  # type: ignore[arg-type]
 
 
-def test_replay_and_discard_are_all_or_nothing(store: Store) -> None:
+def test_transitions_are_all_or_nothing(store: Store) -> None:
     a, b, c = (store.add(_dl(record_id=f"r{i}")) for i in range(3))
     store.discard([c], actor="li", reason="junk")
-    with pytest.raises(StoreError) as err:
-        store.mark_replayed([a, b, c, "dl-missing"], actor="li", reason="retry")
-    assert f"dead letter {c} is discarded, not pending" in str(err.value)
-    assert "no dead letter with id 'dl-missing'" in str(err.value)
+    with pytest.raises(DeadLetterConflict) as err:
+        store.transition([a, b, c, "dl-missing"], "pending", "replaying", "replay", "li", "retry")
+    assert (err.value.id, err.value.status) == (c, "discarded")
     assert isinstance(err.value, SyncbusError)
+    with pytest.raises(DeadLetterNotFound):
+        store.discard([a, "dl-missing"], actor="li", reason="x")
     assert store.get(a).status == store.get(b).status == "pending"      # nothing changed
-    done = store.mark_replayed([a, b, a], actor="li", reason="retry", details={"topic": "crm.orders"})
+    done = store.transition([a, b, a], "pending", "replaying", "replay", "li", "retry", {"topic": "crm.orders"})
     assert [d.id for d in done] == [a, b]
-    assert all(d.status == "replayed" for d in done)
-    with pytest.raises(StoreError, match=f"dead letter {a} is replayed, not pending"):
+    assert all(d.status == "replaying" for d in done)
+    with pytest.raises(DeadLetterConflict, match=f"dead letter {a} is replaying, not pending"):
         store.discard([a], actor="li", reason="x")
-    assert store.mark_replayed([], actor="li", reason="nothing") == []
+    with pytest.raises(StoreError, match="cannot go from discarded to pending"):
+        store.transition([c], "discarded", "pending", "revert", "li", "x")
+    assert store.discard([], actor="li", reason="nothing") == []
+
+
+def test_abort_replay_returns_to_pending_and_stale_replays_revert(store: Store) -> None:
+    a, b = store.add(_dl(record_id="1")), store.add(_dl(record_id="2"))
+    store.begin_replay(a, "li", "x")
+    store.abort_replay(a, "bus down")
+    assert store.get(a).status == "pending"
+    store.begin_replay(b, "li", "x")
+    assert store.revert_stale_replays(datetime.now(UTC) - timedelta(minutes=1)) == []
+    assert store.revert_stale_replays(datetime.now(UTC) + timedelta(seconds=1)) == [b]
+    assert store.get(b).status == "pending"
+    assert [e.action for e in store.audit(b)] == ["replay", "revert"]
+
+
+def test_delivery_resolves_open_letters_only(store: Store) -> None:
+    pending = store.add(_dl(record_id="p"))
+    discarded = store.add(_dl(record_id="d"))
+    store.discard([discarded], "li", "junk")
+    replayed = store.add(_dl(record_id="r"))
+    store.begin_replay(replayed, "li", "x")
+    store.end_replay(replayed, {})
+    other_sink = store.add(DeadLetter.from_record(_dl(record_id="s").to_record(), route="crm-order-to-erp",
+                                                  reason="delivery", error="x", sink="finance"))
+    resolved = store.record_outcomes("crm-order-to-erp", [
+        Outcome("p", "delivered", "crm.orders", 0, 1), Outcome("d", "delivered", "crm.orders", 0, 2),
+        Outcome("r", "delivered", "crm.orders", 0, 3),
+        Outcome("s", "dead_lettered", "crm.orders", 0, 4, delivered_sinks=("erp-orders",))])
+    assert sorted(resolved) == sorted([pending, replayed])
+    assert store.get(pending).status == store.get(replayed).status == "delivered"
+    assert store.get(discarded).status == "discarded"       # a person's decision stands
+    assert store.get(other_sink).status == "pending"        # another target still failed
+    assert [(e.action, e.actor) for e in store.audit(pending)] == [("resolve", "system")]
+    # upsert: the same outcome twice (a re-processed record) is one row
+    store.record_outcomes("crm-order-to-erp", [Outcome("p", "delivered", "crm.orders", 0, 1)])
+    assert store.outcomes_for(["p", "s"]) == {("crm-order-to-erp", "p"): "delivered",
+                                              ("crm-order-to-erp", "s"): "dead_lettered"}
 
 
 def test_audit_rows(store: Store) -> None:
     a, b = store.add(_dl(record_id="1")), store.add(_dl(record_id="2"))
     store.edit(a, b"{}", actor="zhang", reason="fix")
-    store.mark_replayed([a], actor="zhang", reason="fixed", details={"replayed_offset": 99})
+    store.begin_replay(a, actor="zhang", reason="fixed")
     store.discard([b], actor="li", reason="test order")
     log = store.audit()
     assert [(e.dead_letter_id, e.action, e.actor) for e in log] == [
         (a, "edit", "zhang"), (a, "replay", "zhang"), (b, "discard", "li")]
-    assert log[1].details == {"replayed_offset": 99}
     assert [e.action for e in store.audit(a)] == ["edit", "replay"]
+    assert [e.dead_letter_id for e in store.audit(actor="li")] == [b]
     assert store.audit("dl-none") == []
     assert store.audit(limit=1)[0].action == "edit"
     assert json.dumps([e.to_json() for e in log])
@@ -236,16 +292,26 @@ def test_trace_ordered_and_prefix_search(store: Store) -> None:
     assert [e.stage for e in store.trace("18ab-1")] == ["delivered"]
 
 
-def test_idempotency_claim_and_release(store: Store) -> None:
-    assert store.idempotency_claim("crm-orders", "K-1", "rec-a") == "rec-a"
-    assert store.idempotency_claim("crm-orders", "K-1", "rec-b") == "rec-a"    # repeat gets the first id
-    assert store.idempotency_claim("shop", "K-1", "rec-c") == "rec-c"          # keys are per source
-    assert not store.idempotency_release("crm-orders", "K-1", "rec-b")         # not ours: kept
-    assert store.idempotency_claim("crm-orders", "K-1", "rec-d") == "rec-a"
-    assert store.idempotency_release("crm-orders", "K-1", "rec-a")
-    assert store.idempotency_claim("crm-orders", "K-1", "rec-e") == "rec-e"    # free again
-    assert store.purge_idempotency(datetime.now(UTC) + timedelta(seconds=1)) == 2
-    assert store.idempotency_claim("shop", "K-1", "rec-f") == "rec-f"
+def test_idempotency_claim_confirm_and_takeover(store: Store) -> None:
+    first = store.idempotency_claim("crm-orders", "K-1", "rec-a", "fp1")
+    assert (first.record_id, first.new, first.confirmed) == ("rec-a", True, False)
+    with pytest.raises(IdempotencyInProgress):       # the first request is still publishing
+        store.idempotency_claim("crm-orders", "K-1", "rec-b", "fp1")
+    with pytest.raises(IdempotencyConflict):         # same key, different body
+        store.idempotency_claim("crm-orders", "K-1", "rec-b", "fp2")
+    store.idempotency_confirm("crm-orders", "K-1", "rec-a", "crm.orders", 0, 5)
+    again = store.idempotency_claim("crm-orders", "K-1", "rec-c", "fp1")
+    assert (again.record_id, again.new, again.confirmed, again.offset) == ("rec-a", False, True, 5)
+    assert store.idempotency_claim("shop", "K-1", "rec-c", "fp9").new          # keys are per source
+    assert not store.idempotency_release("crm-orders", "K-1", "rec-a")          # confirmed: kept
+    # A claim left pending by a crash is taken over with its ORIGINAL record id.
+    store.idempotency_claim("crm-orders", "K-2", "rec-x", "fp")
+    assert ("crm-orders", "K-2", "rec-x") in store.unconfirmed_claims(datetime.now(UTC) + timedelta(seconds=1))
+    taken = store.idempotency_claim("crm-orders", "K-2", "rec-y", "fp", in_progress_for=0)
+    assert (taken.record_id, taken.new) == ("rec-x", True)
+    assert store.idempotency_release("crm-orders", "K-2", "rec-x")
+    assert store.idempotency_claim("crm-orders", "K-2", "rec-z", "fp").record_id == "rec-z"   # free again
+    assert store.purge_idempotency(datetime.now(UTC) + timedelta(seconds=1)) == 3
 
 
 def test_idempotency_claim_race_between_threads(db_file: Path) -> None:
@@ -255,12 +321,17 @@ def test_idempotency_claim_race_between_threads(db_file: Path) -> None:
 
     def claim(n: int) -> str:
         barrier.wait()
-        return stores[n % 4].idempotency_claim("crm-orders", "same-key", f"rec-{n}")
+        try:
+            got = stores[n % 4].idempotency_claim("crm-orders", "same-key", f"rec-{n}", "fp")
+        except IdempotencyInProgress:
+            return "in-progress"
+        return got.record_id if got.new else "dup"
 
     with ThreadPoolExecutor(16) as pool:
-        winners = list(pool.map(claim, range(16)))
-    assert len(set(winners)) == 1
-    assert winners[0] in {f"rec-{n}" for n in range(16)}
+        results = list(pool.map(claim, range(16)))
+    winners = [r for r in results if r.startswith("rec-")]
+    assert len(winners) == 1
+    assert results.count("in-progress") == 15
     for s in stores:
         s.close()
 

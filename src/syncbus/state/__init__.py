@@ -1,0 +1,13 @@
+"""Operational state: dead letters, audit, record outcomes, trace, idempotency keys, checkpoints."""
+
+from __future__ import annotations
+
+from .db import StoreError, sqlite_url
+from .deadletters import DeadLetterConflict, DeadLetterNotFound
+from .idempotency import Claim, IdempotencyConflict, IdempotencyInProgress
+from .models import AuditEntry, DeadLetter, TraceEvent
+from .outcomes import Outcome
+from .store import Store
+
+__all__ = ["AuditEntry", "Claim", "DeadLetter", "DeadLetterConflict", "DeadLetterNotFound", "IdempotencyConflict",
+           "IdempotencyInProgress", "Outcome", "Store", "StoreError", "TraceEvent", "sqlite_url"]

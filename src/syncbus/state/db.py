@@ -1,0 +1,134 @@
+"""The database under the state store: one SQLAlchemy engine, transactions, time handling.
+
+SQLAlchemy Core, so any database SQLAlchemy speaks works (SQLite by default,
+PostgreSQL for several nodes). The API is synchronous: the CLI calls it
+directly, the event loop through ``asyncio.to_thread``.
+
+SQLite specifics, because the CLI and a running node use the file at once:
+
+* WAL and a busy timeout, so readers never block and writers wait their turn;
+* every write transaction starts with ``BEGIN IMMEDIATE``: it takes the write
+  lock up front, so check-then-write sequences (dead-letter transitions,
+  idempotency claims) are atomic across processes and never fail half-way
+  with "database is locked" on lock upgrade;
+* state that guards delivery commits with ``synchronous=FULL``; trace events
+  use a second pool with ``synchronous=NORMAL`` -- they are observability, and
+  the next FULL commit on the file syncs them too.
+
+On PostgreSQL the same check-then-write sequences take row locks
+(``SELECT ... FOR UPDATE``) or rely on unique constraints; see the callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from ..errors import SyncbusError
+from .tables import metadata
+
+BUSY_TIMEOUT_S = 10.0
+
+
+class StoreError(SyncbusError):
+    """The state store cannot do what was asked (database unreachable, bad URL, invalid input)."""
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file, absolute (``sqlite:////abs/path.db``)."""
+    return "sqlite:///" + str(Path(path).expanduser().resolve())
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 (the driver we ship), not SQLAlchemy's psycopg2 default."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Database:
+    """Engines and transactions; the store's parts (dead letters, trace, ...) build on this."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(normalize_url(url))
+        except ArgumentError as e:
+            raise StoreError(f"store URL {url!r} is not a SQLAlchemy database URL: {e}") from e
+        self.dialect = parsed.get_backend_name()
+        self.is_sqlite = self.dialect == "sqlite"
+        try:
+            if self.is_sqlite:
+                db = parsed.database or ""
+                if db and db != ":memory:" and not db.startswith("file:"):
+                    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self._engine = self._sqlite_engine(parsed.render_as_string(hide_password=False), "FULL")
+                self._trace_engine = self._sqlite_engine(parsed.render_as_string(hide_password=False), "NORMAL")
+            else:
+                self._engine = create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+                self._trace_engine = self._engine
+            self._write_engine = self._engine.execution_options(syncbus_immediate=True)
+            self._trace_write_engine = self._trace_engine.execution_options(syncbus_immediate=True)
+            metadata.create_all(self._write_engine)
+        except (SQLAlchemyError, OSError, ImportError) as e:
+            raise StoreError(f"store {self.safe_url()}: cannot open: {e}") from e
+
+    def safe_url(self) -> str:
+        """The URL without its password, for messages."""
+        try:
+            return make_url(normalize_url(self.url)).render_as_string(hide_password=True)
+        except ArgumentError:
+            return "?"
+
+    @staticmethod
+    def _sqlite_engine(url: str, synchronous: str) -> Engine:
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None          # we emit BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("syncbus_immediate")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    def close(self) -> None:
+        self._engine.dispose()
+        if self._trace_engine is not self._engine:
+            self._trace_engine.dispose()
+
+    def ping(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(select(1))
+        except SQLAlchemyError:
+            return False
+        return True
+
+    @contextmanager
+    def _tx(self, write: bool = False, engine: Engine | None = None) -> Iterator[Connection]:
+        eng = engine or (self._write_engine if write else self._engine)
+        try:
+            with eng.begin() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            cause = getattr(e, "orig", None) or e
+            raise StoreError(f"store {self.safe_url()}: {type(cause).__name__}: {cause}") from e
+
+    def _lock(self, query: Any) -> Any:
+        """``SELECT ... FOR UPDATE`` where the database has row locks (SQLite locks the file instead)."""
+        return query if self.is_sqlite else query.with_for_update()
