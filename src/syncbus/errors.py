@@ -105,3 +105,21 @@ class DeliveryError(SyncbusError):
 
 class BusError(SyncbusError):
     """The bus is unreachable or refused an operation."""
+
+
+class IdempotencyConflict(SyncbusError):
+    """An Idempotency-Key was used before with a different body (IETF Idempotency-Key draft: 422)."""
+
+    def __init__(self, source: str, key: str) -> None:
+        self.source = source
+        self.key = key
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different body on source {source!r}")
+
+
+class IdempotencyInProgress(SyncbusError):
+    """Another request with this Idempotency-Key is being published right now (409)."""
+
+    def __init__(self, source: str, key: str) -> None:
+        self.source = source
+        self.key = key
+        super().__init__(f"a request with Idempotency-Key {key!r} is still in progress; retry shortly")

@@ -15,6 +15,7 @@ Semantics (the same on Kafka and on the embedded log):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..errors import BusError
@@ -40,6 +41,27 @@ class Consumer(Protocol):
 
     async def stop(self) -> None:
         """Commit what is finished and leave the group. Unfinished records are redelivered later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """Where an idempotent publish put the record -- or where the first one with the same key did."""
+
+    record_id: str
+    topic: str
+    partition: int
+    offset: int
+    duplicate: bool
+    fingerprint: str = ""
+
+
+@runtime_checkable
+class AtomicIdempotency(Protocol):
+    """A bus that can claim an idempotency key and append the record in one transaction."""
+
+    async def publish_once(self, topic: str, value: bytes, key: str | None, headers: Mapping[str, str], *,
+                           scope: str, idem_key: str, fingerprint: str) -> Published:
+        """Raises :class:`syncbus.errors.IdempotencyConflict` for the same key with another fingerprint."""
 
 
 @runtime_checkable

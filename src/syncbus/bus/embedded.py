@@ -43,8 +43,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ..errors import BusError
-from ..record import Record
+from ..errors import BusError, IdempotencyConflict
+from ..record import H_ID, Record
+from .base import Published
 from .offsets import OffsetTracker
 
 T = TypeVar("T")
@@ -69,6 +70,15 @@ _SCHEMA = (
         "partition" INTEGER NOT NULL,
         next_offset INTEGER NOT NULL,
         PRIMARY KEY (topic, "partition"))""",
+    """CREATE TABLE IF NOT EXISTS idempotency (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        "offset" INTEGER NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (scope, key))""",
     """CREATE TABLE IF NOT EXISTS offsets (
         "group" TEXT NOT NULL,
         topic TEXT NOT NULL,
@@ -85,14 +95,16 @@ class _Publish:
     value: bytes
     headers: dict[str, str]
     ts: float
-    future: asyncio.Future[int]
+    future: asyncio.Future[Any]
+    # (scope, key, fingerprint, record id) for publish_once: claim and append in one transaction
+    once: tuple[str, str, str, str] | None = None
 
 
 @dataclass(slots=True)
 class _Commit:
     group: str
     offsets: dict[tuple[str, int], int]
-    future: asyncio.Future[int]
+    future: asyncio.Future[Any]
 
 
 _Op = _Publish | _Commit
@@ -146,18 +158,46 @@ def _init_schema(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
-    """One transaction for everything queued; returns the offset of each publish (-1 for commits)."""
+def _earlier_claim(conn: sqlite3.Connection, claims: dict[tuple[str, str], Published], op: _Publish,
+                   ) -> Published | IdempotencyConflict | None:
+    """The record an earlier publish_once of the same (scope, key) made, or a conflict, or None."""
+    assert op.once is not None
+    scope, key, fingerprint, _rid = op.once
+    found = claims.get((scope, key))
+    if found is None:
+        row = conn.execute('SELECT record_id, fingerprint, topic, "offset" FROM idempotency '
+                           'WHERE scope=? AND key=?', (scope, key)).fetchone()
+        if row is None:
+            return None
+        found = Published(row[0], row[2], PARTITION, row[3], duplicate=True, fingerprint=row[1])
+    if found.fingerprint != fingerprint:
+        return IdempotencyConflict(scope, key)
+    return Published(found.record_id, found.topic, found.partition, found.offset, duplicate=True,
+                     fingerprint=found.fingerprint)
+
+
+def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[Any]:
+    """One transaction for everything queued; returns each op's result.
+
+    A publish gets its offset; a publish_once its :class:`Published` (or the
+    conflict to raise); a commit -1.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Read the high-water marks inside the write transaction: another process
         # may have appended since our last batch.
         next_off: dict[str, int] = {}
-        results: list[int] = []
+        results: list[Any] = []
         rows: list[tuple[Any, ...]] = []
+        claims: dict[tuple[str, str], Published] = {}
         commits: list[tuple[str, str, int, int]] = []
         for op in ops:
             if isinstance(op, _Publish):
+                if op.once is not None:
+                    earlier = _earlier_claim(conn, claims, op)
+                    if earlier is not None:
+                        results.append(earlier)
+                        continue
                 off = next_off.get(op.topic)
                 if off is None:
                     row = conn.execute('SELECT next_offset FROM topics WHERE topic=? AND "partition"=?',
@@ -165,7 +205,16 @@ def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[int]:
                     off = row[0] if row else 0
                 next_off[op.topic] = off + 1
                 rows.append((op.topic, PARTITION, off, op.key, op.value, orjson.dumps(op.headers), op.ts))
-                results.append(off)
+                if op.once is None:
+                    results.append(off)
+                else:
+                    scope, key, fingerprint, rid = op.once
+                    claims[(scope, key)] = Published(rid, op.topic, PARTITION, off, duplicate=False,
+                                                     fingerprint=fingerprint)
+                    conn.execute('INSERT INTO idempotency (scope, key, record_id, fingerprint, topic, "offset", '
+                                 'created) VALUES (?, ?, ?, ?, ?, ?, ?)', (scope, key, rid, fingerprint, op.topic,
+                                                                          off, op.ts))
+                    results.append(claims[(scope, key)])
             else:
                 commits.extend((op.group, t, p, o) for (t, p), o in op.offsets.items())
                 results.append(-1)
@@ -316,11 +365,31 @@ class EmbeddedBus:
         return Record(value=op.value, key=key, headers=dict(hdrs), topic=topic, partition=PARTITION,
                       offset=offset, timestamp=op.ts)
 
+    async def publish_once(self, topic: str, value: bytes, key: str | None, headers: Mapping[str, str], *,
+                           scope: str, idem_key: str, fingerprint: str) -> Published:
+        """Publish unless ``(scope, idem_key)`` was published before: claim and append are ONE transaction.
+
+        So a crash can never leave a claim without its record (the client's
+        retry would be told "duplicate" of a record that is not there). The
+        record id is ``headers[syncbus-id]``; a duplicate returns the first one's.
+        """
+        if not topic or not isinstance(topic, str):
+            raise BusError(f"embedded bus {self.path}: publish needs a topic name, got {topic!r}")
+        hdrs = {str(k): str(v) for k, v in headers.items()}
+        rid = hdrs.get(H_ID) or ""
+        await self._ready()
+        loop = asyncio.get_running_loop()
+        op = _Publish(topic, key, bytes(value), hdrs, time.time(), loop.create_future(),
+                      once=(scope, idem_key, fingerprint, rid))
+        result = await self._submit(op)
+        assert isinstance(result, Published)
+        return result
+
     async def _commit_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         await self._ready()
         await self._submit(_Commit(group, dict(offsets), asyncio.get_running_loop().create_future()))
 
-    async def _submit(self, op: _Op) -> int:
+    async def _submit(self, op: _Op) -> Any:
         self._pending.append(op)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
@@ -351,7 +420,11 @@ class EmbeddedBus:
                 for op, off in zip(batch, offsets, strict=True):
                     if isinstance(op, _Publish):
                         touched.add(op.topic)
-                    if not op.future.done():
+                    if op.future.done():
+                        continue
+                    if isinstance(off, IdempotencyConflict):
+                        op.future.set_exception(off)
+                    else:
                         op.future.set_result(off)
                 if touched:
                     self._wake(touched)

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..dlq.replay import parse_since, replay, replay_matching
-from ..state import StoreError
+from ..dlq.replay import ReplayResult, parse_since, replay, replay_matching
 from ..errors import SyncbusError
+from ..state import DeadLetterConflict, DeadLetterNotFound, StoreError
 from .auth import presented_key, require_key
 from .errors import HttpError
 
@@ -56,6 +56,15 @@ async def _json(request: Request, model: type[BaseModel]) -> Any:
         raise HttpError(422, "unprocessable", str(exc).splitlines()[0]) from None
 
 
+def _refusal(result: ReplayResult) -> HttpError:
+    """The HTTP answer for a replay that did not happen, by the kind of refusal."""
+    if result.refusal == "not_found":
+        return HttpError(404, "not_found", result.message)
+    if result.refusal == "conflict":
+        return HttpError(409, "conflict", result.message, body={"current_status": result.status})
+    return HttpError(503, "bus_unavailable", result.message, {"Retry-After": "1"})
+
+
 @router.get("/dlq")
 async def list_dead_letters(request: Request, route: str | None = None, status: str | None = None,
                             since: str | None = None, limit: int = 100, offset: int = 0) -> JSONResponse:
@@ -90,8 +99,7 @@ async def replay_one(request: Request, dl_id: str) -> JSONResponse:
     rt = request.app.state.runtime
     [result] = await replay(rt.store, rt.bus, [dl_id], actor, body.reason or "replay via API")
     if not result.ok:
-        status = 404 if "no dead letter" in result.message else 409
-        raise HttpError(status, "not_found" if status == 404 else "conflict", result.message)
+        raise _refusal(result)
     return JSONResponse(result.to_json())
 
 
@@ -122,9 +130,10 @@ async def discard(request: Request, dl_id: str) -> JSONResponse:
     store = request.app.state.runtime.store
     try:
         [dl] = await asyncio.to_thread(store.discard, [dl_id], actor, reason)
-    except StoreError as exc:
-        status = 404 if "no dead letter" in str(exc) else 409
-        raise HttpError(status, "not_found" if status == 404 else "conflict", str(exc)) from None
+    except DeadLetterNotFound as exc:
+        raise HttpError(404, "not_found", str(exc)) from None
+    except DeadLetterConflict as exc:
+        raise HttpError(409, "conflict", str(exc), body={"current_status": exc.status}) from None
     return JSONResponse(dl.to_json())
 
 

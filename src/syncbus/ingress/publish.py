@@ -9,17 +9,19 @@ cannot take it). The body is published as received, so XML stays XML.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
+from ..bus.base import AtomicIdempotency, Published
 from ..config import Component
-from ..errors import DecodeError
+from ..errors import BusError, DecodeError, IdempotencyConflict, IdempotencyInProgress
 from ..formats import Codec, make_codec
 from ..mapping.paths import MISSING, compile_getter, parse_path
-from ..record import H_CONTENT_TYPE, H_ID, H_RECEIVED_AT, H_SOURCE, new_id
+from ..record import H_CONTENT_TYPE, H_ID, H_RECEIVED_AT, H_SOURCE, Record, new_id
 from .auth import require_key
 from .errors import HttpError
 
@@ -91,6 +93,22 @@ def _policy_refusal(message: str) -> bool:
 
 
 async def ingest(request: Request, source: str) -> JSONResponse:
+    """Accept one request; every refusal is counted by source and reason."""
+    try:
+        return await _ingest(request, source)
+    except HttpError as exc:
+        rt = request.app.state.runtime
+        if source in rt.ingress_sources:  # an unknown source name is not a label to grow metrics by
+            rt.metrics.rejected_for(source, exc.code).inc()
+        raise
+
+
+def fingerprint(content_type: str, body: bytes) -> str:
+    """What makes two requests with one Idempotency-Key "the same request"."""
+    return hashlib.sha256(content_type.encode() + b"\0" + body).hexdigest()
+
+
+async def _ingest(request: Request, source: str) -> JSONResponse:
     rt = request.app.state.runtime
     src: IngressSource | None = rt.ingress_sources.get(source)
     if src is None:
@@ -112,27 +130,72 @@ async def ingest(request: Request, source: str) -> JSONResponse:
     key = src.record_key(obj)
     rid = new_id()
     idem = request.headers.get("idempotency-key")
-    if idem is not None:
-        idem = idem.strip()
-        if not idem or len(idem) > 255:
-            raise HttpError(400, "bad_request", "Idempotency-Key must be 1 to 255 characters")
-        first = await asyncio.to_thread(rt.store.idempotency_claim, source, idem, rid)
-        if first != rid:
-            return JSONResponse({"id": first, "duplicate": True}, status_code=202,
-                                headers={"Idempotent-Replayed": "true"})
     headers = {H_ID: rid, H_RECEIVED_AT: f"{time.time():.6f}", H_CONTENT_TYPE: ctype, H_SOURCE: source}
     tp = request.headers.get("traceparent")
     if tp:
         headers["traceparent"] = tp
-    try:
-        published = await rt.bus.publish(src.topic, body, key, headers)
-    except Exception as exc:
-        if idem is not None:
-            await asyncio.to_thread(rt.store.idempotency_release, source, idem, rid)
-        raise HttpError(503, "bus_unavailable", f"could not store the record on the bus: {exc}",
-                        {"Retry-After": "1"}) from None
+    if idem is None:
+        published = await _publish(rt, src.topic, body, key, headers)
+    else:
+        idem = idem.strip()
+        if not idem or len(idem) > 255:
+            raise HttpError(400, "bad_request", "Idempotency-Key must be 1 to 255 characters")
+        placed = await _publish_once(rt, source, src.topic, body, key, headers, idem, fingerprint(ctype, body))
+        if placed.duplicate:
+            return JSONResponse({"id": placed.record_id, "duplicate": True, "topic": placed.topic,
+                                 "partition": placed.partition, "offset": placed.offset}, status_code=202,
+                                headers={"Idempotent-Replayed": "true"})
+        published = Record(value=body, key=key, headers=headers, topic=placed.topic, partition=placed.partition,
+                           offset=placed.offset)
+        rid = placed.record_id
     rt.metrics.received_for(source).inc()
     rt.trace.add(rid, "received", None, source=source, topic=published.topic, partition=published.partition,
                  offset=published.offset, key=key)
     return JSONResponse({"id": rid, "topic": published.topic, "partition": published.partition,
                          "offset": published.offset}, status_code=202)
+
+
+async def _publish(rt: Any, topic: str, body: bytes, key: str | None, headers: dict[str, str]) -> Record:
+    try:
+        published: Record = await rt.bus.publish(topic, body, key, headers)
+    except BusError as exc:
+        raise HttpError(503, "bus_unavailable", f"could not store the record on the bus: {exc}",
+                        {"Retry-After": "1"}) from None
+    return published
+
+
+async def _publish_once(rt: Any, source: str, topic: str, body: bytes, key: str | None, headers: dict[str, str],
+                        idem: str, fp: str) -> Published:
+    """Publish at most once per (source, Idempotency-Key), and never answer "duplicate" for a lost record.
+
+    On the embedded bus the key is claimed in the same transaction that appends
+    the record. Elsewhere (Kafka) the claim is pending until the bus acknowledged
+    the record; a retry that finds a claim a crash left unconfirmed publishes
+    again under the SAME record id, which targets drop by idempotency key.
+    """
+    bus = rt.bus
+    try:
+        if isinstance(bus, AtomicIdempotency):
+            try:
+                return await bus.publish_once(topic, body, key, headers, scope=source, idem_key=idem, fingerprint=fp)
+            except BusError as exc:
+                raise HttpError(503, "bus_unavailable", f"could not store the record on the bus: {exc}",
+                                {"Retry-After": "1"}) from None
+        claim = await asyncio.to_thread(rt.store.idempotency_claim, source, idem, headers[H_ID], fp)
+    except IdempotencyConflict as exc:
+        raise HttpError(422, "idempotency_key_reused", str(exc)) from None
+    except IdempotencyInProgress as exc:
+        raise HttpError(409, "idempotency_in_progress", str(exc), {"Retry-After": "1"}) from None
+    if not claim.new:
+        return Published(claim.record_id, claim.topic or topic, claim.partition or 0,
+                         -1 if claim.offset is None else claim.offset, duplicate=True)
+    headers[H_ID] = claim.record_id
+    try:
+        published = await rt.bus.publish(topic, body, key, headers)
+    except BusError as exc:
+        await asyncio.to_thread(rt.store.idempotency_abandon, source, idem, claim.record_id)
+        raise HttpError(503, "bus_unavailable", f"could not store the record on the bus: {exc}",
+                        {"Retry-After": "1"}) from None
+    await asyncio.to_thread(rt.store.idempotency_confirm, source, idem, claim.record_id, published.topic,
+                            published.partition, published.offset)
+    return Published(claim.record_id, published.topic, published.partition, published.offset, duplicate=False)

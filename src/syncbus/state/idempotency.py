@@ -14,32 +14,15 @@ On the embedded bus claim and publish are one SQLite transaction instead (see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import IdempotencyConflict, IdempotencyInProgress
 from .db import Database, StoreError
 from .models import as_utc, utcnow
 from .tables import idempotency_keys
-
-
-class IdempotencyConflict(StoreError):
-    """The key was used before with a different body."""
-
-    def __init__(self, source: str, key: str) -> None:
-        self.source = source
-        self.key = key
-        super().__init__(f"Idempotency-Key {key!r} was already used for a different body on source {source!r}")
-
-
-class IdempotencyInProgress(StoreError):
-    """Another request with this key is being published right now."""
-
-    def __init__(self, source: str, key: str) -> None:
-        self.source = source
-        self.key = key
-        super().__init__(f"a request with Idempotency-Key {key!r} is still in progress; retry shortly")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +83,18 @@ class IdempotencyStore(Database):
                 idempotency_keys.c.source == source, idempotency_keys.c.key == key,
                 idempotency_keys.c.record_id == record_id).values(
                 status="confirmed", topic=topic, partition=partition, offset=offset))
+
+    def idempotency_abandon(self, source: str, key: str, record_id: str) -> None:
+        """The publish failed but may still land (a Kafka timeout): let the client's retry take over at once.
+
+        The retry then publishes under the same record id, so if the first
+        attempt did land after all, targets drop the second by idempotency key.
+        """
+        with self._tx(write=True) as conn:
+            conn.execute(update(idempotency_keys).where(
+                idempotency_keys.c.source == source, idempotency_keys.c.key == key,
+                idempotency_keys.c.record_id == record_id, idempotency_keys.c.status == "pending").values(
+                created_at=datetime(2000, 1, 1, tzinfo=UTC)))
 
     def idempotency_release(self, source: str, key: str, record_id: str) -> bool:
         """Undo our pending claim (the publish failed for sure; the client may retry). Never someone else's."""
