@@ -197,3 +197,48 @@ def trace(
         typer.echo(f"  {ev['at']}  {ev['route'] or '-':<24} {ev['stage']:<14} {detail}")
     for route, outcome in view["outcome"].items():
         typer.echo(f"{route}: {outcome}")
+
+
+# -- ledger --------------------------------------------------------------------------------
+
+
+@app.command()
+@handle_errors
+def ledger(
+    source: Annotated[str | None, typer.Option(help="Only records from this source")] = None,
+    since: Annotated[str, typer.Option(help="Accepted since (ISO time or a duration ago such as 2h)")] = "24h",
+    until: Annotated[str | None, typer.Option(help="…and before (ISO time or a duration ago)")] = None,
+    grace: Annotated[str, typer.Option(help="How long a record may be in flight before it counts as stuck")]
+    = "10m",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    config_dir: ConfigDir = None, bus: BusUrl = None, store: StoreUrl = None,
+) -> None:
+    """The fate of every accepted record: delivered, pending, discarded, in flight; exit 1 if any has none."""
+    import asyncio
+
+    from ..dlq.replay import parse_since
+    from ..ledger import build, render_text
+    from ..project import load_project
+    from ..units import parse_duration
+
+    settings = _settings(config_dir, bus, store)
+    project = load_project(settings.config_dir, strict_env=False)
+    routes = {name: m.topic for name, m in project.mappings.items()}
+    topics = [c.config.topic for c in project.connectors.sources.values()
+              if source is None or c.name == source]
+    if source is not None and not topics:
+        raise SyncbusError(f"no source named {source!r} (known: {', '.join(sorted(project.connectors.sources))})")
+    try:
+        grace_s = parse_duration(grace)
+    except ValueError as exc:
+        raise SyncbusError(f"--grace: {exc}") from None
+    report = asyncio.run(build(_store(config_dir, bus, store), settings.bus_url, routes, topics,
+                               since=parse_since(since).timestamp(),
+                               until=parse_since(until).timestamp() if until else None, source=source,
+                               grace=grace_s))
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        typer.echo(render_text(report), nl=False)
+    if not report.ok:
+        raise Exit1()

@@ -57,9 +57,12 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     now = now or datetime.now(UTC)
     raw = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?\s*(ms|s|m|h|d)", raw):
-        if raw.endswith("d"):
-            return now - timedelta(days=float(raw[:-1]))
-        return now - timedelta(seconds=parse_duration(raw))
+        try:
+            if raw.endswith("d"):
+                return now - timedelta(days=float(raw[:-1]))
+            return now - timedelta(seconds=parse_duration(raw))
+        except (ValueError, OverflowError):
+            raise SyncbusError(f"--since {text!r}: too far back") from None
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:

@@ -147,3 +147,28 @@ async def trace(request: Request, record_id: str) -> JSONResponse:
     if view is None:
         raise HttpError(404, "not_found", f"no trace for {record_id!r}")
     return JSONResponse(view)
+
+
+@router.get("/ledger")
+async def get_ledger(request: Request, source: str | None = None, since: str = "24h", until: str | None = None,
+                     grace: str = "10m") -> JSONResponse:
+    """As ``syncbus ledger --json``; 200 either way -- ``ok`` says whether every record has a fate."""
+    _admin(request)
+    from ..ledger import build
+    from ..units import parse_duration
+
+    rt = request.app.state.runtime
+    project = rt.project
+    if source is not None and source not in project.connectors.sources:
+        raise HttpError(404, "not_found", f"no source named {source!r}")
+    try:
+        since_at = parse_since(since).timestamp()
+        until_at = parse_since(until).timestamp() if until else None
+        grace_s = parse_duration(grace)
+    except (SyncbusError, ValueError) as exc:
+        raise HttpError(400, "bad_request", str(exc)) from None
+    routes = {name: m.topic for name, m in project.mappings.items()}
+    topics = [c.config.topic for c in project.connectors.sources.values() if source is None or c.name == source]
+    report = await build(rt.store, rt.bus.url, routes, topics, since=since_at, until=until_at, source=source,
+                         grace=grace_s)
+    return JSONResponse(report.to_json())
