@@ -1,4 +1,3 @@
-import contextlib
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +45,24 @@ def make_node(tmp_path: Path, bus_url: str, target: TargetServer, suffix: str) -
         nodes.append(node)
         return node.start() if start else node
 
+    def restart(node: Node) -> Node:
+        """A new process on the same config, bus, store and port (after a kill -9 or a stop)."""
+        fresh = Node(node.config_dir, node.bus, node.store, port=node.port, extra_args=node.extra_args)
+        nodes.append(fresh)
+        return fresh.start()
+
+    make.restart = restart  # type: ignore[attr-defined]
     yield make
+    failures = []
     for node in nodes:
-        with contextlib.suppress(Exception):
-            node.stop(timeout=20)
+        if node.proc is None or node.proc.poll() is not None:
+            continue  # never started, killed on purpose, or stopped by the test (which checks the code)
+        try:
+            code = node.stop(timeout=30)
+        except Exception as exc:
+            failures.append(f"{node.url}: stop failed: {exc}\n{node.tail()}")
+            continue
+        if code != 0:
+            failures.append(f"{node.url}: SIGTERM exit code {code}\n{node.tail()}")
+    if failures:
+        pytest.fail("node(s) did not stop cleanly:\n" + "\n".join(failures))
