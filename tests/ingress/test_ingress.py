@@ -73,6 +73,14 @@ async def test_xml_by_content_type_and_bearer(node):
     r = await client.post("/ingress/crm", content=xml,
                           headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/xml"})
     assert r.status_code == 202, r.text
+    consumer = _rt.bus.consumer("probe-xml", ["t.in"])
+    await consumer.start()
+    [rec] = await consumer.fetch(10, 2.0)
+    await consumer.stop()
+    assert rec.value == xml                                  # published as received: XML stays XML
+    assert rec.headers["content-type"] == "application/xml"
+    assert rec.key == "X9"                                   # the key path is found inside the root element
+    assert rec.headers["syncbus-id"] == r.json()["id"]
 
 
 @pytest.mark.parametrize(
@@ -98,6 +106,7 @@ async def test_refusals_have_json_bodies(node, headers, content, status, code):
     assert r.json()["error"] == code
     assert r.json()["message"]
     assert rt.metrics.value("syncbus_records_received_total", {"source": "crm"}) == 0
+    assert rt.metrics.value("syncbus_ingress_rejected_total", {"source": "crm", "reason": code}) == 1
 
 
 async def test_unknown_source_is_404_and_open_source_needs_no_key(node):
@@ -116,6 +125,32 @@ async def test_idempotency_key_returns_first_id_and_publishes_once(node):
     assert again.headers["idempotent-replayed"] == "true"
     marks = await rt.bus.high_water(["t.in"])
     assert marks["t.in"] == 1
+
+
+async def test_idempotency_key_with_another_body_is_422(node):
+    client, rt = node
+    h = {"X-API-Key": KEY, "Idempotency-Key": "order-78"}
+    assert (await client.post("/ingress/crm", json={"id": "78"}, headers=h)).status_code == 202
+    other = await client.post("/ingress/crm", json={"id": "78", "amount": 2}, headers=h)
+    assert other.status_code == 422
+    assert other.json()["error"] == "idempotency_key_reused"
+    assert "order-78" in other.json()["message"]
+    assert (await rt.bus.high_water(["t.in"]))["t.in"] == 1    # the second order was not published
+    # an empty or oversized key is a 400
+    for bad in ("", "x" * 256):
+        r = await client.post("/ingress/crm", json={"id": "1"}, headers={"X-API-Key": KEY, "Idempotency-Key": bad})
+        assert r.status_code == 400, bad
+
+
+async def test_readyz_is_503_when_the_bus_is_away(node):
+    client, rt = node
+    assert (await client.get("/readyz")).status_code == 200
+    await rt.bus.stop()
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["bus"] is False
+    r = await client.post("/ingress/crm", json={"id": "A"}, headers={"X-API-Key": KEY})
+    assert r.status_code == 503 and r.json()["error"] == "bus_unavailable"
 
 
 async def test_health_ready_metrics_docs(node):
