@@ -31,7 +31,7 @@ def delivered_ids(target: TargetServer) -> Counter[str]:
 
 def ledger(node: Node, grace: str = "5m") -> dict[str, Any]:
     proc = node.cli("ledger", "--json", "--since", "1h", "--grace", grace, check=False)
-    assert proc.returncode in (0, 1), proc.stderr
+    assert proc.returncode in (0, 1) and proc.stdout.startswith("{"), proc.stdout + proc.stderr
     report: dict[str, Any] = json.loads(proc.stdout)
     assert (proc.returncode == 0) == report["ok"]
     return report

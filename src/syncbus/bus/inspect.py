@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -107,15 +108,20 @@ async def _kafka_entries(bootstrap: str, topics: list[str], since: float, until:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+    if not topics:
+        return []
+    # Without a group, subscribing assigns every partition of the topics to us: no group is joined.
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 client_id="syncbus-ledger")
     out: list[BusEntry] = []
     try:
         await consumer.start()
-        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        deadline = asyncio.get_running_loop().time() + 10
+        while not consumer.assignment() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        tps: list[TopicPartition] = sorted(consumer.assignment())
         if not tps:
             return []
-        consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in tps})
         remaining = {}
@@ -140,8 +146,18 @@ async def _kafka_entries(bootstrap: str, topics: list[str], since: float, until:
     except KafkaError as err:
         raise BusError(f"kafka bus {bootstrap}: cannot read {topics}: {err}") from err
     finally:
-        await consumer.stop()
+        await _stop_quietly(consumer)
     return out
+
+
+async def _stop_quietly(consumer: Any) -> None:
+    """aiokafka's group-less consumer re-raises the CancelledError of its own helper task on stop."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves
 
 
 async def _kafka_offsets(bootstrap: str, groups: dict[str, Sequence[str]]) -> GroupOffsets:
