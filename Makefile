@@ -1,25 +1,35 @@
-# syncbus — every target sets itself up (`make install` is implied).
+# syncbus — every target sets itself up: the Debian packages it needs (deploy/setup.sh,
+# installs as root, instant when present) and the virtualenv (`make install` is implied).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast lint bench kafka-up kafka-down kafka-fetch clean
+.PHONY: setup setup-python setup-kafka setup-postgres setup-prometheus setup-browser \
+	install run test test-fast lint bench kafka-up kafka-down kafka-fetch postgres-up postgres-down clean
+
+## Debian packages of every group (python kafka postgres prometheus browser), or of one
+setup:
+	@PYTHON=$(PYTHON) deploy/setup.sh all
+
+setup-python setup-kafka setup-postgres setup-prometheus setup-browser:
+	@PYTHON=$(PYTHON) deploy/setup.sh $(@:setup-%=%)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | setup-python
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 ## run the bus on the embedded log with the example flows and a sandbox ERP/finance/HR
-run: install
+run: setup-python install
 	deploy/sandbox/run.sh
 
-## everything: config checks, mapping unit tests, the pytest suite (starts its own Kafka broker)
-test: install kafka-fetch
+## everything: config checks, mapping unit tests, the pytest suite (starts its own Kafka
+## broker and PostgreSQL server)
+test: setup install kafka-fetch
 	$(BIN)/syncbus validate --config-dir .
 	$(BIN)/syncbus test --config-dir .
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -33,14 +43,23 @@ lint: install
 bench: install kafka-fetch
 	$(BIN)/python bench/run.py
 
-kafka-fetch:
+kafka-fetch: setup-kafka
 	deploy/kafka/kafka.sh fetch
 
-kafka-up:
+kafka-up: setup-kafka
 	deploy/kafka/kafka.sh up
 
 kafka-down:
 	deploy/kafka/kafka.sh down
 
+## a private PostgreSQL on 127.0.0.1:55432 (PGPORT) in var/postgres; prints its SQLAlchemy URL
+## (PG_TLS=1: TLS only, with a test CA in var/postgres/tls -- see deploy/postgres/README.md)
+postgres-up: setup-postgres
+	deploy/postgres/pg.sh up $(if $(filter 1 yes true,$(PG_TLS)),--tls)
+
+postgres-down:
+	deploy/postgres/pg.sh down
+
 clean:
+	-deploy/postgres/pg.sh down
 	rm -rf var .pytest_cache .ruff_cache

@@ -1,12 +1,14 @@
-"""Fixtures for the sink tests: a live target server and a Delivery factory."""
+"""Fixtures for the sink tests: a live target server, a Delivery factory, target databases."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from syncbus.sinks.base import Delivery
 from tests.sinks.target_server import TargetServer
@@ -50,3 +52,51 @@ def _delivery(**overrides: Any) -> Delivery:
 @pytest.fixture
 def make_delivery() -> Callable[..., Delivery]:
     return _delivery
+
+
+# ---------------------------------------------------------------------- SQL targets
+
+
+class Database:
+    """A target database for the SQL sink tests: its URL, and plain SQL for setup and checks."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+        self._engine: sa.Engine | None = None
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        return self._engine
+
+    def execute(self, *statements: str) -> None:
+        with self.engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+
+    def rows(self, sql: str = "SELECT * FROM vouchers ORDER BY voucher_no") -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql)]
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """An empty database, SQLite file or fresh PostgreSQL database: every SQL test runs on both."""
+    url = f"sqlite:///{tmp_path / 'finance.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    db = Database(request.param, url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Path) -> Iterator[Database]:
+    """For what only SQLite has (file locks, WAL, a database that cannot be opened)."""
+    db = Database("sqlite", f"sqlite:///{tmp_path / 'finance.db'}")
+    yield db
+    db.dispose()

@@ -1,19 +1,14 @@
-"""The file sink on real folders: atomic per-record files, appended CSV and JSON Lines, errors, names."""
+"""The file sink on real folders: one file per record, names, encodings, errors, config.
+
+Collected (append mode) files, rotation and crash repair are in test_file_append.py.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import csv
-import io
-import json
+import errno
 import os
-import resource
 import shutil
-import signal
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 from syncbus.errors import ConfigError, DeliveryError
-from syncbus.sinks.base import Delivery
 from syncbus.sinks.file import FileSink, FileSinkConfig
-
-CSV_UTF8 = "text/csv; charset=utf-8"
-CSV_GBK = "text/csv; charset=gbk"
-NOON = datetime(2026, 11, 20, 12, 5, 9)
-
-
-def employee(make_delivery: Callable[..., Delivery], body: bytes, content_type: str = CSV_UTF8,
-             record_id: str = "rec-1", key: str | None = "E001", **more: Any) -> Delivery:
-    return make_delivery(route="oa-employee-to-hr", sink="hr-drop", record_id=record_id, key=key,
-                         idempotency_key=f"oa-employee-to-hr:{key}:{record_id}", body=body,
-                         content_type=content_type, **more)
-
-
-def listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+from syncbus.sinks.file_writer import PartFile
+from tests.sinks.file_support import CSV_GBK, NOON, employee, listing
 
 
 @pytest.fixture
@@ -55,6 +36,13 @@ async def open_sink(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     yield make
     for sink in sinks:
         await sink.close()
+
+
+def folder_becomes_a_file(folder: Path) -> None:
+    """A drop folder no write can go into, for root too (root ignores modes, and chattr needs ext4):
+    the path now names a regular file, so every create under it fails with ENOTDIR."""
+    shutil.rmtree(folder)
+    folder.write_text("not a folder\n")
 
 
 # ---------------------------------------------------------------------- per record
@@ -87,6 +75,31 @@ async def test_per_record_failure_leaves_no_temp_file(open_sink, make_delivery, 
     assert listing(drop) == ["oa-employee-to-hr-rec-1.json"]
 
 
+async def test_per_record_re_encodes_when_the_sink_sets_an_encoding(open_sink, make_delivery, tmp_path) -> None:
+    sink = await open_sink(encoding="gb18030", filename="{key}.{ext}")
+    await sink.send(employee(make_delivery, "emp_id,name\r\nE001,吉𠮷\r\n".encode(), key="csv"))
+    xml = '<?xml version="1.0" encoding="utf-8"?>\n<EMP><NAME>吉𠮷</NAME></EMP>'.encode()
+    await sink.send(employee(make_delivery, xml, "application/xml", key="xml"))
+    bom = await open_sink(path=str(tmp_path / "bom"), encoding="utf-8-sig", filename="{key}.{ext}")
+    await bom.send(employee(make_delivery, "emp_id,name\r\nE001,张三\r\n".encode(), key="excel"))
+    drop = tmp_path / "drop"
+    assert (drop / "csv.csv").read_bytes() == "emp_id,name\r\nE001,吉𠮷\r\n".encode("gb18030")
+    assert (drop / "xml.xml").read_bytes() == \
+        '<?xml version="1.0" encoding="gb18030"?>\n<EMP><NAME>吉𠮷</NAME></EMP>'.encode("gb18030")
+    assert (tmp_path / "bom" / "excel.csv").read_bytes() == b"\xef\xbb\xbf" + "emp_id,name\r\nE001,张三\r\n".encode()
+
+
+async def test_per_record_unencodable_character_names_the_field(open_sink, make_delivery, tmp_path) -> None:
+    sink = await open_sink(encoding="gbk")
+    body = "emp_id,name\r\nE001,吉𠮷\r\n".encode()
+    with pytest.raises(DeliveryError) as caught:
+        await sink.send(employee(make_delivery, body, payload={"emp_id": "E001", "name": "吉𠮷"}))
+    assert not caught.value.retryable
+    assert str(caught.value) == ("hr-drop: field 'name' value '吉𠮷' contains '𠮷' (U+20BB7), which gbk cannot "
+                                 "encode; use encoding gb18030 or utf-8")
+    assert listing(tmp_path / "drop") == []
+
+
 async def test_extension_follows_the_content_type(open_sink, make_delivery, tmp_path) -> None:
     sink = await open_sink(filename="{record_id}.{ext}")
     for rid, ctype in [("a", "application/xml; charset=utf-8"), ("b", "application/json"),
@@ -94,6 +107,14 @@ async def test_extension_follows_the_content_type(open_sink, make_delivery, tmp_
                        ("f", "application/octet-stream")]:
         await sink.send(employee(make_delivery, b"x", ctype, record_id=rid))
     assert listing(tmp_path / "drop") == ["a.xml", "b.json", "c.csv", "d.xml", "e.txt", "f.bin"]
+
+
+async def test_a_sink_with_a_format_refuses_other_records(open_sink, make_delivery, tmp_path) -> None:
+    sink = await open_sink(format="csv")
+    with pytest.raises(DeliveryError, match="the sink writes csv, the route sends application/json") as caught:
+        await sink.send(employee(make_delivery, b"{}", "application/json"))
+    assert not caught.value.retryable
+    assert listing(tmp_path / "drop") == []
 
 
 async def test_filename_template_and_unsafe_record_values(open_sink, make_delivery, tmp_path) -> None:
@@ -109,196 +130,109 @@ async def test_filename_template_and_unsafe_record_values(open_sink, make_delive
     assert listing(tmp_path) == ["drop"]  # nothing escaped the folder
 
 
+async def test_date_and_time_take_strftime_formats(open_sink, make_delivery, tmp_path) -> None:
+    sink = await open_sink(filename="employees-{date:%Y%m%d-%H%M%S}-{seq:03d}-{time:%H}.{ext}")
+    await sink.send(employee(make_delivery, b"a\n1\n"))
+    assert listing(tmp_path / "drop") == ["employees-20261120-120509-001-12.csv"]
+
+
+# ---------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("mode", ["per_record", "append"])
+async def test_a_folder_that_cannot_hold_files_is_permanent(open_sink, make_delivery, tmp_path, mode) -> None:
+    sink = await open_sink(mode=mode)
+    folder_becomes_a_file(tmp_path / "drop")
+    with pytest.raises(DeliveryError) as caught:
+        await sink.send(employee(make_delivery, b"a\n1\n"))
+    assert not caught.value.retryable
+    assert "cannot write" in str(caught.value) and "[ENOTDIR]" in str(caught.value)
+    assert (tmp_path / "drop").read_text() == "not a folder\n"
+
+
+async def test_start_refuses_a_folder_it_may_not_create(tmp_path: Path) -> None:
+    (tmp_path / "locked").write_text("a file where a folder should be\n")
+    sink = FileSink({"name": "hr-drop", "type": "file", "path": str(tmp_path / "locked" / "drop")})
+    with pytest.raises(ConfigError, match=r"hr-drop: cannot write .*drop: Not a directory \[ENOTDIR\]"):
+        await sink.start()
+    await sink.close()
+
+
+@pytest.mark.parametrize(("code", "retryable"), [
+    (errno.EACCES, False), (errno.EPERM, False), (errno.EROFS, False), (errno.EFBIG, False),
+    (errno.ENOSPC, True), (errno.EIO, True), (errno.ESTALE, True), (errno.EDQUOT, True),
+])
+def test_os_errors_are_classified_by_errno(code: int, retryable: bool) -> None:
+    sink = FileSink({"name": "hr-drop", "type": "file", "path": "/srv/hr"})
+    err = sink._os_error(OSError(code, os.strerror(code)), "/srv/hr/x.csv")
+    assert err.retryable is retryable
+    assert str(err) == f"hr-drop: cannot write /srv/hr/x.csv: {os.strerror(code)} [{errno.errorcode[code]}]"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_disk_full_fails_an_append_without_changing_the_file(tmp_path: Path) -> None:
+    fd = os.open("/dev/full", os.O_WRONLY)
+    part = PartFile(str(tmp_path), "x.csv", fd, "csv", "records", NOON, None)
+    try:
+        with pytest.raises(OSError) as caught:
+            part.append(b"a,b\r\n1,2\r\n")
+        assert caught.value.errno == errno.ENOSPC
+        assert part.size == 0
+    finally:
+        part.close()
+
+
+# ---------------------------------------------------------------------- config
+
+
 def test_filename_template_is_checked_at_config_time() -> None:
     base = {"name": "hr-drop", "type": "file", "path": "/tmp/x"}
     for template, problem in [("{route}/{date}.csv", "must be a file name, not a path"),
                               ("{employee}.csv", "unknown field {employee}"),
                               ("{route.__class__}.csv", "unknown field"),
                               ("{route!r}.csv", "unknown field"),
+                              ("{route:>20}.csv", "{route} takes no format"),
+                              ("{date:%D}.csv", "must not produce '/'"),
                               (".{route}.csv", "must not start with '.'"),
                               ("{route", "filename '{route'")]:
         with pytest.raises(ValidationError, match=problem):
             FileSinkConfig.model_validate({**base, "filename": template})
     assert FileSinkConfig.model_validate(base).filename == "{route}-{record_id}.{ext}"
     append = FileSinkConfig.model_validate({**base, "mode": "append"})
-    assert append.filename == "{route}-{date}.{ext}"
-    assert append.format_problem("xml") == "mode append needs csv or json, not xml (use mode per_record for xml)"
-    assert append.format_problem("csv") is None
+    assert append.filename == "{route}-{date:%Y%m%d-%H%M%S}-{seq}.{ext}"
+    with pytest.raises(ValidationError, match=r"\{record_id\} would make a file per record"):
+        FileSinkConfig.model_validate({**base, "mode": "append", "filename": "{record_id}.csv"})
+
+
+def test_format_problem_for_the_route_loader() -> None:
+    base = {"name": "hr-drop", "type": "file", "path": "/tmp/x"}
+    append = FileSinkConfig.model_validate({**base, "mode": "append"})
+    assert append.format_problem("xml") is None and append.format_problem("json") is None
+    assert append.format_problem("yaml") == "mode append needs csv, json or xml, not yaml"
+    csv_only = FileSinkConfig.model_validate({**base, "format": "csv"})
+    assert csv_only.format_problem("json") == "the sink writes csv, not json"
     assert FileSinkConfig.model_validate(base).format_problem("xml") is None
 
 
-# ---------------------------------------------------------------------- append
+def test_encoding_rotate_and_xml_root_options() -> None:
+    base = {"name": "hr-drop", "type": "file", "path": "/tmp/x", "mode": "append"}
+    for name in ("utf-8", "utf-8-sig", "gbk", "gb18030", "GB18030"):
+        assert FileSinkConfig.model_validate({**base, "encoding": name}).encoding == name
+    with pytest.raises(ValidationError, match="unknown encoding 'klingon'"):
+        FileSinkConfig.model_validate({**base, "encoding": "klingon"})
+    with pytest.raises(ValidationError, match="line ends are not single bytes"):
+        FileSinkConfig.model_validate({**base, "encoding": "utf-16"})
+    rotate = FileSinkConfig.model_validate({**base, "rotate": {"max_bytes": "10MiB", "every": "1h"}}).rotate
+    assert (rotate.max_bytes, rotate.every) == (10 * 1024 * 1024, 3600.0)
+    assert FileSinkConfig.model_validate({**base, "rotate": {"every": None}}).rotate.every is None
+    with pytest.raises(ValidationError, match="every"):
+        FileSinkConfig.model_validate({**base, "rotate": {"every": 0}})
+    with pytest.raises(ValidationError, match="xml_root"):
+        FileSinkConfig.model_validate({**base, "xml_root": "1records"})
 
 
-async def test_append_csv_writes_the_header_once(open_sink, make_delivery, tmp_path) -> None:
-    sink = await open_sink(mode="append")
-    await sink.send(employee(make_delivery, b"emp_id,name\r\nE001,Ann\r\n"))
-    await sink.send(employee(make_delivery, b"emp_id,name\r\nE002,Bob\r\nE003,Cy\r\n", record_id="rec-2"))
-    path = tmp_path / "drop" / "oa-employee-to-hr-2026-11-20.csv"
-    assert listing(tmp_path / "drop") == [path.name]
-    assert path.read_bytes() == b"emp_id,name\r\nE001,Ann\r\nE002,Bob\r\nE003,Cy\r\n"
-
-
-async def test_append_csv_keeps_gbk_and_utf8_bytes(open_sink, make_delivery, tmp_path) -> None:
-    gbk = await open_sink(mode="append", filename="gbk-{date}.csv")
-    utf8 = await open_sink(mode="append", filename="utf8-{date}.csv")
-    header = "工号,姓名\r\n"
-    names = ["张三", "李四", "王五"]
-    for i, name in enumerate(names):
-        text = f"{header}E{i},{name}\r\n"
-        await gbk.send(employee(make_delivery, text.encode("gbk"), CSV_GBK, record_id=str(i)))
-        await utf8.send(employee(make_delivery, b"\xef\xbb\xbf" + text.encode(), CSV_UTF8, record_id=str(i)))
-    expected = header + "".join(f"E{i},{n}\r\n" for i, n in enumerate(names))
-    assert (tmp_path / "drop" / "gbk-2026-11-20.csv").read_bytes() == expected.encode("gbk")
-    # The BOM of the first body stays at the start of the file; later bodies lose theirs with the header.
-    assert (tmp_path / "drop" / "utf8-2026-11-20.csv").read_bytes() == b"\xef\xbb\xbf" + expected.encode()
-
-
-async def test_append_csv_with_quoted_newlines(open_sink, make_delivery, tmp_path) -> None:
-    sink = await open_sink(mode="append", filename="q.csv")
-    first = b'emp_id,"note\nlong"\nE1,"line one\nline two"\n'
-    second = b'emp_id,"note\nlong"\nE2,"say ""hi""\nbye"\n'
-    await sink.send(employee(make_delivery, first))
-    await sink.send(employee(make_delivery, second, record_id="2"))
-    text = (tmp_path / "drop" / "q.csv").read_bytes().decode()
-    parsed = list(csv.reader(io.StringIO(text, newline="")))
-    assert parsed == [["emp_id", "note\nlong"], ["E1", "line one\nline two"], ["E2", 'say "hi"\nbye']]
-
-
-async def test_append_csv_refuses_a_different_header(open_sink, make_delivery, tmp_path) -> None:
-    sink = await open_sink(mode="append", filename="h.csv")
-    await sink.send(employee(make_delivery, b"emp_id,name\nE1,Ann\n"))
-    with pytest.raises(DeliveryError) as caught:
-        await sink.send(employee(make_delivery, b"emp_id,name,dept_code\nE2,Bob,D1\n"))
-    assert not caught.value.retryable
-    assert "the CSV header of" in str(caught.value) and "(emp_id,name)" in str(caught.value)
-    assert (tmp_path / "drop" / "h.csv").read_bytes() == b"emp_id,name\nE1,Ann\n"
-
-
-async def test_append_csv_without_header_and_missing_final_newline(open_sink, make_delivery,
-                                                                   tmp_path) -> None:
-    sink = await open_sink(mode="append", filename="n.csv")
-    await sink.send(employee(make_delivery, b"a,b\r\n1,2"))  # no line end after the last row
-    await sink.send(employee(make_delivery, b"3,4\r\n", "text/csv; header=absent"))
-    assert (tmp_path / "drop" / "n.csv").read_bytes() == b"a,b\r\n1,2\r\n3,4\r\n"
-
-
-async def test_append_json_lines(open_sink, make_delivery, tmp_path) -> None:
-    sink = await open_sink(mode="append")
-    pretty = b'{\n  "emp_id": "E1",\n  "note": "two\\nlines"\n}\n'
-    await sink.send(employee(make_delivery, pretty, "application/json"))
-    await sink.send(employee(make_delivery, '{"emp_id":"E2","name":"张三"}'.encode(), "application/json"))
-    path = tmp_path / "drop" / "oa-employee-to-hr-2026-11-20.jsonl"
-    lines = path.read_bytes().split(b"\n")
-    assert lines[-1] == b"" and len(lines) == 3
-    assert [json.loads(line) for line in lines[:2]] == [{"emp_id": "E1", "note": "two\nlines"},
-                                                        {"emp_id": "E2", "name": "张三"}]
-
-
-async def test_append_refuses_xml(open_sink, make_delivery) -> None:
-    sink = await open_sink(mode="append")
-    with pytest.raises(DeliveryError, match="mode append needs csv or json, not application/xml") as caught:
-        await sink.send(employee(make_delivery, b"<a/>", "application/xml"))
-    assert not caught.value.retryable
-
-
-async def test_append_refuses_utf16_csv(open_sink, make_delivery) -> None:
-    sink = await open_sink(mode="append")
-    with pytest.raises(DeliveryError, match="cannot append CSV in charset 'utf-16'") as caught:
-        await sink.send(employee(make_delivery, "a\r\n1\r\n".encode("utf-16"), "text/csv; charset=utf-16"))
-    assert not caught.value.retryable
-
-
-async def test_concurrent_appends_are_whole_rows_and_one_header(open_sink, make_delivery, tmp_path) -> None:
-    sink = await open_sink(mode="append", filename="many.csv")
-    await asyncio.gather(*[
-        sink.send(employee(make_delivery, f'emp_id,name\r\nE{i:03},"Name\r\n{i}"\r\n'.encode(),
-                           record_id=str(i)))
-        for i in range(200)])
-    text = (tmp_path / "drop" / "many.csv").read_bytes().decode()
-    parsed = list(csv.reader(io.StringIO(text, newline="")))
-    assert parsed[0] == ["emp_id", "name"]
-    assert sorted(parsed[1:]) == [[f"E{i:03}", f"Name\r\n{i}"] for i in range(200)]
-
-
-async def test_append_recreates_a_removed_folder(open_sink, make_delivery, tmp_path) -> None:
-    sink = await open_sink(mode="append", filename="r.csv")
-    shutil.rmtree(tmp_path / "drop")
-    await sink.send(employee(make_delivery, b"a\n1\n"))
-    assert (tmp_path / "drop" / "r.csv").read_bytes() == b"a\n1\n"
-
-
-# ---------------------------------------------------------------------- errors
-
-
-@contextlib.contextmanager
-def unwritable(folder: Path) -> Iterator[None]:
-    """Make a folder unwritable for this process: chmod for users; root ignores modes, so chattr +i."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        try:
-            yield
-        finally:
-            folder.chmod(0o755)
-        return
-    chattr = shutil.which("chattr")
-    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("running as root on a filesystem without chattr +i: cannot make a folder unwritable")
-    try:
-        yield
-    finally:
-        subprocess.run([chattr, "-i", str(folder)], check=True)
-
-
-@pytest.mark.parametrize("mode", ["per_record", "append"])
-async def test_permission_error_is_permanent(open_sink, make_delivery, tmp_path, mode) -> None:
-    sink = await open_sink(mode=mode)
-    with unwritable(tmp_path / "drop"):
-        with pytest.raises(DeliveryError) as caught:
-            await sink.send(employee(make_delivery, b"a\n1\n"))
-        assert not caught.value.retryable
-        assert "cannot write" in str(caught.value)
-        assert "[EACCES]" in str(caught.value) or "[EPERM]" in str(caught.value)
-    assert listing(tmp_path / "drop") == []
-
-
-async def test_start_refuses_a_folder_it_may_not_create(tmp_path: Path) -> None:
-    parent = tmp_path / "locked"
-    parent.mkdir()
-    with unwritable(parent):
-        sink = FileSink({"name": "hr-drop", "type": "file", "path": str(parent / "drop")})
-        with pytest.raises(ConfigError, match=r"hr-drop: cannot write .*drop"):
-            await sink.start()
-        await sink.close()
-
-
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
-async def test_disk_full_is_retryable(open_sink, make_delivery, tmp_path) -> None:
-    sink = await open_sink(mode="append", filename="full.csv")
-    (tmp_path / "drop" / "full.csv").symlink_to("/dev/full")  # every write: ENOSPC
-    with pytest.raises(DeliveryError) as caught:
-        await sink.send(employee(make_delivery, b"a\n1\n"))
-    assert caught.value.retryable
-    assert "No space left on device [ENOSPC]" in str(caught.value)
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE and SIGXFSZ (POSIX)")
-async def test_a_failed_append_leaves_no_half_record(open_sink, make_delivery, tmp_path) -> None:
-    sink = await open_sink(mode="append", filename="big.csv")
-    path = tmp_path / "drop" / "big.csv"
-    start = b"a,b\n" + b"1,2\n" * 250_000  # 1 MB: larger than anything else this process writes meanwhile
-    path.write_bytes(start)
-    record = employee(make_delivery, b"a,b\n3,4444444444444444\n")
-    # A file size limit just past the end: the kernel writes 5 bytes of the record, then refuses (EFBIG).
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (len(start) + 5, hard))
-    try:
-        with pytest.raises(DeliveryError, match=r"File too large \[EFBIG\]"):
-            await sink.send(record)
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
-    assert path.read_bytes() == start  # truncated back: no "3,44" fragment
-    await sink.send(record)
-    assert path.read_bytes() == start + b"3,4444444444444444\n"
+def test_every_option_is_described_and_the_examples_validate() -> None:
+    assert all(f.description for f in FileSinkConfig.model_fields.values())
+    for example in FileSink.examples:
+        resolved = {k.removesuffix("_env"): "/tmp/x" if k.endswith("_env") else v for k, v in example.items()}
+        FileSinkConfig.model_validate(resolved)

@@ -54,7 +54,7 @@ _USER_AGENT = f"syncbus/{__version__}"
 class HttpSinkConfig(SinkConfig):
     """``type: http`` — send each mapped record as the body of one HTTP request."""
 
-    type: Literal["http"] = "http"
+    type: Literal["http"] = Field("http", description="The sink type: http.")
     url: str = Field(description="Target URL (or url_env: VAR).")
     method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method.")
     headers: dict[str, str] = Field(

@@ -2,15 +2,17 @@
 
 This is the "database to database" flow (ERP postings → finance vouchers).
 Upsert is the default because delivery is at-least-once: a replayed record
-must land on the same row, not a second one. SQLite and PostgreSQL get a
-native ``INSERT … ON CONFLICT DO UPDATE``; other dialects a select-then-write
-in one transaction (safe because records with the same key arrive in order).
+must land on the same row, not a second one.
 
-The table is reflected once, so a typo in a column name is reported by name
-before any SQL is sent and each record costs one statement. SQLAlchemy is
-blocking, so every database call runs on a small thread pool of the sink's
-own, as large as its connection pool: a slow database can tie up only these
-threads, never the event loop or other sinks.
+Records are written in batches (:mod:`syncbus.sinks.sql_batch`): concurrent
+sends share one transaction, yet each send learns its own record's fate, so
+one bad row goes to the dead letters and its batch mates are committed. The
+table and its statements live in :mod:`syncbus.sinks.sql_table`, the error
+classification in :mod:`syncbus.sinks.sql_errors`.
+
+SQLAlchemy is blocking, so every database call runs on a small thread pool of
+the sink's own, as large as its connection pool: a slow database can tie up
+only these threads, never the event loop or other sinks.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import contextvars
 import datetime as dt
 import functools
 import logging
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,59 +32,42 @@ from typing import Any, ClassVar, Literal, TypeVar
 import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 
 from syncbus.errors import ConfigError, DeliveryError
 from syncbus.sinks.base import BaseSink, Delivery, SinkConfig
+from syncbus.sinks.sql_batch import Batcher, write_batch
+from syncbus.sinks.sql_errors import delivery_error, redact_url
+from syncbus.sinks.sql_table import (
+    NATIVE_UPSERT,
+    RowGroup,
+    Statements,
+    TableSpec,
+    check_table,
+    reflect_or_create,
+)
 from syncbus.units import Duration, format_duration
+
+__all__ = ["SqlSink", "SqlSinkConfig", "redact_url"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_NATIVE_UPSERT: dict[str, Callable[[sa.Table], Any]] = {
-    "sqlite": sqlite_dialect.insert,
-    "postgresql": pg_dialect.insert,
-}
-# SQLSTATE classes worth another try: connection exception, transaction rollback
-# (deadlock, serialization failure), insufficient resources, operator intervention
-# (shutdown, statement timeout), system error. Plus lock_not_available / object in use.
-_RETRY_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_RETRY_SQLSTATES = frozenset({"55P03", "55006"})
-_RETRY_SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_PROTOCOL",
-                 "SQLITE_CANTOPEN")
-_TRANSIENT_TEXT = re.compile(
-    r"database is locked|database table is locked|connection refused|could not connect|"
-    r"server closed the connection|connection reset|connection.*(?:closed|lost)|broken pipe|"
-    r"timed? ?out|too many connections|deadlock|could not serialize|terminating connection|"
-    r"gone away|network is unreachable|no route to host|name or service not known", re.IGNORECASE)
-_PERMANENT_TEXT = re.compile(r"no such (?:table|column)|has no column|syntax error|readonly|read-only",
-                             re.IGNORECASE)
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
-
-
-def redact_url(url: str) -> str:
-    """A database URL for messages: the password replaced by ***, even if the URL does not parse."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return _PASSWORD_IN_URL.sub(r"\1***@", url)
-
 
 class SqlSinkConfig(SinkConfig):
-    """``type: sql`` — write each mapped record as a row of a database table (insert or upsert)."""
+    """``type: sql`` — write each mapped record as a row of a database table (insert or upsert), in batches."""
 
-    type: Literal["sql"] = "sql"
+    type: Literal["sql"] = Field("sql", description="The sink type: sql.")
     url: str = Field(
-        repr=False,
-        description="SQLAlchemy database URL, e.g. postgresql+psycopg://user:pw@host/db or "
-                    "sqlite:////abs/path.db (give it as url_env: VAR: it usually holds a password).")
+        repr=False, json_schema_extra={"secret": True},
+        description="SQLAlchemy database URL, e.g. postgresql+psycopg://user:pw@host/db?sslmode=verify-full or "
+                    "sqlite:////abs/path.db (give it as url_env: VAR: it usually holds a password). Query "
+                    "parameters go to the driver (sslmode, sslrootcert, application_name, ...).")
     table: str = Field(min_length=1, description="Target table; `schema.table` for another schema.")
     mode: Literal["insert", "upsert"] = Field(
         "upsert",
-        description="upsert: insert, or update the row with the same key_columns (replays are harmless); "
+        description="upsert: INSERT ... ON CONFLICT (key_columns) DO UPDATE, so replays land on the same row; "
                     "insert: plain INSERT (a duplicate key is a permanent error).")
     key_columns: list[str] = Field(
         default_factory=list,
@@ -97,12 +81,27 @@ class SqlSinkConfig(SinkConfig):
         None,
         description="Also write the delivery's idempotency key to this column (a record that maps to "
                     "several rows gets `<key>#<row index>`).")
+    batch_size: int = Field(
+        500, ge=1, le=10_000,
+        description="Most records written in one transaction. A record whose row the table refuses "
+                    "(NOT NULL, CHECK, UNIQUE, FK) fails alone: the batch is redone record by record.")
+    batch_linger: Duration = Field(
+        0.02, ge=0, le=10,
+        description="How long a record may wait for others to share its transaction (duration, e.g. 20ms); "
+                    "0 writes at once (batches then form only while a write is in progress).")
+    connect_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments for the driver's connect(), e.g. TLS for PostgreSQL: "
+                    "{sslmode: verify-full, sslrootcert: /etc/syncbus/finance-ca.pem, sslcert: ..., sslkey: ...}. "
+                    "Passwords belong in url (from the environment), not here.")
     create_table: bool = Field(
         False,
         description="Create the table if it is missing, with TEXT columns and key_columns as primary key "
                     "(for sandboxes and tests; production tables belong to the target system).")
     pool_size: int = Field(
-        4, ge=1, le=64, description="Database connections, and threads running the blocking calls.")
+        4, ge=1, le=64,
+        description="Database connections, threads running the blocking calls, and batches in flight "
+                    "(SQLite: always one writer).")
     lock_timeout: Duration = Field(
         5.0, ge=0,
         description="SQLite only: how long to wait for a locked database before the attempt fails "
@@ -151,27 +150,38 @@ class SqlSink(BaseSink):
 
     Config: ClassVar[type[SqlSinkConfig]] = SqlSinkConfig
     config: SqlSinkConfig
+    examples: ClassVar[list[dict[str, Any]]] = [
+        {"name": "finance-vouchers", "type": "sql", "url_env": "FINANCE_DB_URL", "table": "vouchers",
+         "mode": "upsert", "key_columns": ["voucher_no"], "idempotency_column": "idempotency_key",
+         "batch_size": 500, "batch_linger": "20ms",
+         "connect_args": {"sslmode": "verify-full", "sslrootcert": "/etc/syncbus/finance-ca.pem"},
+         "retry": {"attempts": 4, "initial": "1s", "max": "60s"}},
+        {"name": "sandbox-orders", "type": "sql", "url": "sqlite:////var/lib/syncbus/sandbox.db",
+         "table": "orders", "mode": "insert", "create_table": True},
+    ]
 
     def __init__(self, config: SqlSinkConfig | Mapping[str, Any]) -> None:
         super().__init__(config)
         config = self.config  # validated
         self._url: URL = make_url(config.url)
-        schema, _, table = config.table.rpartition(".")
-        self._schema: str | None = schema or None
-        self._table_name = table
+        self._backend = self._url.get_backend_name()
+        self._spec = TableSpec(sink=self.name, table=config.table, mode=config.mode,
+                               key_columns=list(config.key_columns), columns=config.columns,
+                               idempotency_column=config.idempotency_column, create_table=config.create_table)
         self._db = redact_url(config.url)
         self._engine: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._table: sa.Table | None = None
+        self._statements: Statements | None = None
         self._prepare_lock = asyncio.Lock()
-        self._statements: dict[tuple[str, ...], Any] = {}
+        self._batcher: Batcher[list[RowGroup]] | None = None
         # Tests flip this to exercise the select-then-write path on SQLite.
-        self._native_upsert = self._url.get_backend_name() in _NATIVE_UPSERT
+        self._native_upsert = self._backend in NATIVE_UPSERT
         # SQLite has one writer at a time. Queueing our own threads on a lock is far quicker than
-        # letting them collide in SQLite, whose busy handler sleeps in steps of up to 100ms
-        # (measured: 4 threads at 16 concurrent deliveries wrote 2.7x slower than one).
-        self._serial: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if self._url.get_backend_name() == "sqlite" else contextlib.nullcontext())
+        # letting them collide in SQLite, whose busy handler sleeps in steps of up to 100ms.
+        sqlite = self._backend == "sqlite"
+        self._serial: contextlib.AbstractContextManager[Any] = threading.Lock() if sqlite else contextlib.nullcontext()
+        self._concurrency = 1 if sqlite else config.pool_size
 
     @property
     def table(self) -> sa.Table | None:
@@ -197,10 +207,14 @@ class SqlSink(BaseSink):
                         self.name, err)
 
     async def close(self) -> None:
+        """Write what is queued, then release the connections and threads."""
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            await batcher.close()
         engine, executor = self._engine, self._executor
         self._engine = self._executor = None
         self._table = None
-        self._statements.clear()
+        self._statements = None
         if engine is not None:
             await asyncio.to_thread(engine.dispose)
         if executor is not None:
@@ -213,8 +227,7 @@ class SqlSink(BaseSink):
         url = self._url
         kwargs: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
         connect_args: dict[str, Any] = {}
-        backend = url.get_backend_name()
-        if backend == "sqlite":
+        if self._backend == "sqlite":
             connect_args["check_same_thread"] = False
             if url.database in (None, "", ":memory:"):
                 kwargs["poolclass"] = sa.pool.StaticPool  # one shared in-memory database
@@ -223,15 +236,17 @@ class SqlSink(BaseSink):
         else:
             kwargs.update(pool_size=cfg.pool_size, max_overflow=0, pool_timeout=cfg.timeout,
                           pool_recycle=3600)
-            if backend == "postgresql" and url.get_driver_name() in ("psycopg", "psycopg2"):
+            if self._backend == "postgresql" and url.get_driver_name() in ("psycopg", "psycopg2"):
                 connect_args["connect_timeout"] = max(1, int(cfg.timeout))
+        connect_args.update(cfg.connect_args)  # the user's TLS and driver options win
         try:
             engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
-        except Exception as exc:  # unknown dialect, driver not installed
+        except Exception as exc:  # unknown dialect, driver not installed, bad connect_args
             raise DeliveryError(f"{self.name}: cannot use database {self._db}: {exc}",
                                 retryable=False) from None
-        if backend == "sqlite":
+        if self._backend == "sqlite":
             sa.event.listen(engine, "connect", functools.partial(_sqlite_on_connect, cfg.lock_timeout))
+            sa.event.listen(engine, "begin", _sqlite_begin)
         self._engine = engine
         self._executor = ThreadPoolExecutor(max_workers=cfg.pool_size,
                                             thread_name_prefix=f"syncbus-sql-{self.name}")
@@ -240,7 +255,11 @@ class SqlSink(BaseSink):
     # ------------------------------------------------------------------ delivery
 
     async def send(self, delivery: Delivery) -> None:
-        """One attempt: every row of the record in one transaction."""
+        """One attempt: this record's rows are committed (in some batch) when this returns.
+
+        Raises the record's own error: permanent when the table refuses its
+        rows, retryable when the database failed (the whole batch then did).
+        """
         rows = self._rows(delivery)
         if not rows:
             return
@@ -249,7 +268,28 @@ class SqlSink(BaseSink):
         table = await self._target(rows[0])
         assert table is not None  # a sample row always lets _target create the table
         groups = self._bind(table, rows)
-        await self._call(self._write, table, groups)
+        if self._batcher is None:
+            cfg = self.config
+            self._batcher = Batcher(self._flush, size=cfg.batch_size, linger=cfg.batch_linger,
+                                    concurrency=self._concurrency)
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                await self._batcher.submit(groups)
+        except TimeoutError:
+            raise DeliveryError(
+                f"{self.name}: timeout after {format_duration(self.config.timeout)} writing to table "
+                f"{self.config.table} ({self._db})", retryable=True) from None
+
+    async def _flush(self, records: list[list[RowGroup]]) -> list[BaseException | None]:
+        """Write one batch on a worker thread; turn each record's database error into its DeliveryError."""
+        engine = self._open()
+        statements = self._statements
+        assert statements is not None
+        try:
+            outcomes = await self._call(write_batch, engine, self._serial, statements, records)
+        except DeliveryError as err:
+            return [err] * len(records)
+        return [None if exc is None else self._error(exc) for exc in outcomes]
 
     def _rows(self, delivery: Delivery) -> list[dict[str, Any]]:
         payload = delivery.payload
@@ -275,13 +315,13 @@ class SqlSink(BaseSink):
             rows.append(row)
         return rows
 
-    def _bind(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], list[dict]]]:
+    def _bind(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[RowGroup]:
         """Check and convert rows; group consecutive rows with the same columns (one executemany each)."""
         cfg = self.config
         wanted = None if cfg.columns is None else set(cfg.columns)
         if wanted is not None and cfg.idempotency_column is not None:
             wanted.add(cfg.idempotency_column)
-        groups: list[tuple[tuple[str, ...], list[dict]]] = []
+        groups: list[RowGroup] = []
         for row in rows:
             out: dict[str, Any] = {}
             for col, value in row.items():
@@ -340,44 +380,21 @@ class SqlSink(BaseSink):
         assert self._executor is not None
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        future = loop.run_in_executor(self._executor, functools.partial(ctx.run, fn, *args))
         try:
-            async with asyncio.timeout(self.config.timeout):
-                return await future
-        except TimeoutError:
-            raise DeliveryError(
-                f"{self.name}: timeout after {format_duration(self.config.timeout)} writing to table "
-                f"{self.config.table} ({self._db})", retryable=True) from None
+            return await loop.run_in_executor(self._executor, functools.partial(ctx.run, fn, *args))
         except DeliveryError:
             raise
         except sa_exc.SQLAlchemyError as exc:
-            raise self._classify(exc) from exc
+            raise self._error(exc) from exc
+        except TypeError as exc:  # the driver's connect() refused an option of connect_args
+            raise DeliveryError(f"{self.name}: {self._db}: {exc}", retryable=False) from exc
 
-    def _write(self, table: sa.Table, groups: list[tuple[tuple[str, ...], list[dict]]]) -> None:
-        assert self._engine is not None
-        with self._serial, self._engine.begin() as conn:
-            for cols, rows in groups:
-                if self.config.mode == "upsert" and not self._native_upsert:
-                    for row in rows:
-                        _select_then_write(conn, table, self.config.key_columns, row)
-                else:
-                    conn.execute(self._statement(table, cols), rows)
-
-    def _statement(self, table: sa.Table, cols: tuple[str, ...]) -> Any:
-        stmt = self._statements.get(cols)
-        if stmt is not None:
-            return stmt
-        if self.config.mode == "insert":
-            stmt = sa.insert(table)
-        else:
-            keys = self.config.key_columns
-            ins = _NATIVE_UPSERT[self._url.get_backend_name()](table)
-            targets = [table.c[k] for k in keys]
-            updates = {c: ins.excluded[c] for c in cols if c not in keys}
-            stmt = (ins.on_conflict_do_update(index_elements=targets, set_=updates) if updates
-                    else ins.on_conflict_do_nothing(index_elements=targets))
-        self._statements[cols] = stmt
-        return stmt
+    def _error(self, exc: BaseException) -> DeliveryError:
+        if isinstance(exc, sa_exc.SQLAlchemyError):
+            return delivery_error(exc, self.name, self.config.table, self._db)
+        if isinstance(exc, DeliveryError):
+            return exc
+        return DeliveryError(f"{self.name}: {type(exc).__name__}: {exc}", retryable=False)
 
     # ------------------------------------------------------------------ the table
 
@@ -387,138 +404,41 @@ class SqlSink(BaseSink):
             return self._table
         async with self._prepare_lock:
             if self._table is None:
-                table = await self._call(self._reflect_or_create, None if sample is None else list(sample))
+                engine = self._open()
+                names = None if sample is None else list(sample)
+                try:
+                    async with asyncio.timeout(self.config.timeout):
+                        table = await self._call(reflect_or_create, engine, self._spec, self._db, names)
+                except TimeoutError:
+                    raise DeliveryError(
+                        f"{self.name}: timeout after {format_duration(self.config.timeout)} reading table "
+                        f"{self.config.table} ({self._db})", retryable=True) from None
                 if table is not None:
-                    self._check_table(table)
+                    check_table(table, self._spec, self._native_upsert)
+                    self._statements = Statements(table, self._spec, self._backend, self._native_upsert)
                     self._table = table
             return self._table
 
-    def _reflect_or_create(self, sample: list[str] | None) -> sa.Table | None:
-        engine = self._open()
-        try:
-            return self._reflect(engine)
-        except sa_exc.NoSuchTableError:
-            if not self.config.create_table:
-                raise DeliveryError(
-                    f"{self.name}: table {self.config.table} does not exist in {self._db} "
-                    "(create it, or set create_table: true for a sandbox)", retryable=False) from None
-        names = self._columns_to_create(sample)
-        if names is None:
-            return None
-        keys = set(self.config.key_columns)
-        table = sa.Table(self._table_name, sa.MetaData(),
-                         *[sa.Column(n, sa.Text, primary_key=n in keys, nullable=n not in keys) for n in names],
-                         schema=self._schema)
-        try:
-            table.create(engine, checkfirst=True)
-        except (sa_exc.OperationalError, sa_exc.ProgrammingError) as exc:
-            if not _exists_error(exc):  # another process won the race: reflect theirs
-                raise
-        log.info("sink %s: created table %s (%s)", self.name, self.config.table, ", ".join(names))
-        return self._reflect(engine)
-
-    def _reflect(self, engine: Engine) -> sa.Table:
-        with engine.connect() as conn:
-            return sa.Table(self._table_name, sa.MetaData(), schema=self._schema, autoload_with=conn)
-
-    def _columns_to_create(self, sample: list[str] | None) -> list[str] | None:
-        cfg = self.config
-        if cfg.columns is not None:
-            body: list[str] = list(cfg.columns)
-        elif sample is not None:
-            body = [c for c in sample if isinstance(c, str)]
-        else:
-            return None
-        extra = [cfg.idempotency_column] if cfg.idempotency_column else []
-        return list(dict.fromkeys([*cfg.key_columns, *body, *extra]))
-
-    def _check_table(self, table: sa.Table) -> None:
-        cfg = self.config
-        named = [("key column", k) for k in cfg.key_columns]
-        named += [("column", c) for c in cfg.columns or []]
-        if cfg.idempotency_column:
-            named.append(("idempotency column", cfg.idempotency_column))
-        for what, col in named:
-            if col not in table.c:
-                raise DeliveryError(f"{self.name}: {what} {col!r} does not exist in table {cfg.table}",
-                                    retryable=False)
-        if cfg.mode == "upsert" and self._native_upsert and not _has_unique(table, cfg.key_columns):
-            raise DeliveryError(
-                f"{self.name}: upsert needs a primary key or unique constraint on "
-                f"({', '.join(cfg.key_columns)}) in table {cfg.table}", retryable=False)
-
-    # ------------------------------------------------------------------ errors
-
-    def _classify(self, exc: sa_exc.SQLAlchemyError) -> DeliveryError:
-        """Retryable: the database is away, busy or out of resources. Permanent: the data or the SQL."""
-        orig = getattr(exc, "orig", None)
-        text = _first_line(str(orig) if orig is not None else str(exc))
-        where = f"table {self.config.table}"
-        retryable = _is_transient(exc, orig, text)
-        if isinstance(exc, sa_exc.IntegrityError):
-            message = f"{self.name}: rejected by {where}: {text}"
-        elif retryable:
-            message = f"{self.name}: {text} ({where} in {self._db})"
-        else:
-            message = f"{self.name}: {where}: {text}"
-        return DeliveryError(message, retryable=retryable)
-
-
-def _is_transient(exc: sa_exc.SQLAlchemyError, orig: Any, text: str) -> bool:
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):
-        return True  # pool checkout timed out / connection dropped
-    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError | sa_exc.NotSupportedError):
-        return False
-    sqlite_name = getattr(orig, "sqlite_errorname", None)
-    if isinstance(sqlite_name, str):
-        return sqlite_name.startswith(_RETRY_SQLITE)
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if isinstance(state, str) and len(state) == 5:
-        return state[:2] in _RETRY_SQLSTATE_CLASSES or state in _RETRY_SQLSTATES
-    if _PERMANENT_TEXT.search(text):
-        return False
-    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-        return True  # drivers use these for "cannot talk to the server"
-    return bool(_TRANSIENT_TEXT.search(text))
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "unknown database error"
-
-
-def _exists_error(exc: sa_exc.DBAPIError) -> bool:
-    return "already exists" in str(exc.orig).lower()
-
-
-def _has_unique(table: sa.Table, keys: list[str]) -> bool:
-    wanted = set(keys)
-    if {c.name for c in table.primary_key.columns} == wanted:
-        return True
-    for constraint in table.constraints:
-        if isinstance(constraint, sa.UniqueConstraint) and {c.name for c in constraint.columns} == wanted:
-            return True
-    return any(index.unique and {c.name for c in index.columns} == wanted for index in table.indexes)
-
-
-def _select_then_write(conn: Connection, table: sa.Table, keys: list[str], row: dict[str, Any]) -> None:
-    """Upsert for dialects without ON CONFLICT: look the key up, then update or insert."""
-    match = sa.and_(*[table.c[k] == row[k] for k in keys])
-    found = conn.execute(sa.select(sa.literal(1)).select_from(table).where(match).limit(1)).first()
-    if found is None:
-        conn.execute(sa.insert(table), [row])
-        return
-    updates = {c: v for c, v in row.items() if c not in keys}
-    if updates:
-        conn.execute(sa.update(table).where(match).values(updates))
-
 
 def _sqlite_on_connect(lock_timeout: float, dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers (the finance app) work while we write; busy_timeout waits out short locks."""
+    """Per connection: let SQLAlchemy run transactions, WAL, a lock timeout, and enforce foreign keys.
+
+    pysqlite's own transaction handling (Python < 3.12) skips BEGIN before a
+    SAVEPOINT, which breaks the record-by-record retry of a failed batch;
+    ``isolation_level = None`` hands BEGIN to SQLAlchemy (see :func:`_sqlite_begin`).
+    WAL lets readers (the finance app) work while we write; busy_timeout
+    waits out short locks. SQLite ignores declared foreign keys unless asked:
+    the target's schema means them, so a dangling reference must be refused.
+    """
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
