@@ -63,6 +63,9 @@ class Metrics:
                                     ["route"], registry=r)
         self.source_up = Gauge("syncbus_source_up", "1 when a poll source's last run succeeded, else 0.",
                                ["source"], registry=r)
+        self.oldest_pending = Gauge("syncbus_dead_letter_oldest_pending_timestamp_seconds",
+                                    "Unix time the oldest pending dead letter of the route first failed.",
+                                    ["route"], registry=r)
         self._route_info_labels: dict[str, tuple[str, str, str]] = {}
         # cached children: .labels() is too slow to call per record
         self.received_for = cache(lambda source: self.received.labels(source))
@@ -83,6 +86,12 @@ class Metrics:
             self.route_info.remove(*old)
         self.route_info.labels(*new).set(1)
         self._route_info_labels[route] = new
+
+    def remove_route(self, route: str) -> None:
+        """A route that no longer runs here must not keep reporting (reload, rebalance)."""
+        old = self._route_info_labels.pop(route, None)
+        if old:
+            self.route_info.remove(*old)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -347,13 +347,37 @@ class Router:
         self.metrics.set_route(mapping.name, mapping.version, mapping.owner)
         return route
 
+    async def remove_route(self, name: str) -> None:
+        """Stop one route: intake stops, in-flight deliveries finish, finished work is committed.
+
+        What was not finished is redelivered to whoever consumes the route's group
+        next (a reloaded version of the route, or a restart): nothing is lost.
+        """
+        route = self.routes.pop(name, None)
+        if route is None:
+            return
+        await route.stop(self.options.shutdown_timeout)
+        self.metrics.remove_route(name)
+
     async def _watch(self) -> None:
-        """Consumer lag and pending dead letters, refreshed periodically."""
+        """Consumer lag, bus health, commit stalls and pending dead letters, refreshed periodically."""
+        with contextlib.suppress(Exception):
+            last = await asyncio.to_thread(self.dead_letters.store.last_delivered)
+            for route, at in last.items():   # a restart must not make a nightly flow look silent
+                if route in self.routes:
+                    self.metrics.last_success_for(route).set(at)
         while True:
+            try:
+                up = await asyncio.wait_for(self.bus.ping(), 5.0)
+            except Exception:
+                up = False
+            self.metrics.bus_up.set(1 if up else 0)
             for route in list(self.routes.values()):
                 try:
-                    for topic, n in (await route.lag()).items():
-                        self.metrics.consumer_lag.labels(route.name, topic).set(n)
+                    lag = await route.lag()
+                    # a topic whose partitions all moved to another node reports 0 here, not a stale value
+                    topic = route.mapping.topic
+                    self.metrics.consumer_lag.labels(route.name, topic).set(lag.get(topic, 0))
                 except Exception as exc:
                     log.debug("lag of %s unavailable: %s", route.name, exc)
                 stalled_since = getattr(route.consumer, "commit_stalled_since", None)

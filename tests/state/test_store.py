@@ -380,3 +380,18 @@ def test_unusable_url_is_a_store_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot open"):
         Store(sqlite_url(blocker / "sub" / "db.sqlite"))
+
+
+def test_pending_summary_and_last_delivered(store: Store) -> None:
+    store.add(_dl(record_id="a", at=T0))
+    store.add(_dl(record_id="b", at=T0 + timedelta(hours=1)))
+    store.add(_dl(route="other", record_id="c", at=T0 + timedelta(hours=2)))
+    counts, oldest = store.pending_summary()
+    assert counts == {"crm-order-to-erp": 2, "other": 1}
+    assert oldest == {"crm-order-to-erp": T0.timestamp(), "other": (T0 + timedelta(hours=2)).timestamp()}
+    assert store.last_delivered() == {}
+    before = datetime.now(UTC).timestamp()
+    store.record_outcomes("r1", [Outcome("x", "delivered", "t", 0, 1), Outcome("y", "skipped", "t", 0, 2)])
+    store.record_outcomes("r2", [Outcome("z", "dead_lettered", "t", 0, 3)])
+    last = store.last_delivered()
+    assert list(last) == ["r1"] and before - 1 <= last["r1"] <= datetime.now(UTC).timestamp() + 1

@@ -80,10 +80,12 @@ class DeadLetterWriter:
             log.debug("pending dead letters not recounted: %s", exc)
 
     async def refresh_pending(self) -> None:
-        counts = await asyncio.to_thread(self.store.count_pending)
+        counts, oldest = await asyncio.to_thread(self.store.pending_summary)
         gauge = self.metrics.dead_letters_pending
-        for route in self._gauged - counts.keys():  # every letter replayed or discarded
+        for route in self._gauged - counts.keys():  # every letter replayed, discarded or resolved
             gauge.labels(route).set(0)
+            self.metrics.oldest_pending.labels(route).set(0)
         for route, n in counts.items():
             gauge.labels(route).set(n)
+            self.metrics.oldest_pending.labels(route).set(oldest[route])
         self._gauged |= counts.keys()

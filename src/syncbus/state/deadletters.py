@@ -24,6 +24,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from . import crypto  # issue 12: payloads encrypted at rest (SYNCBUS_DATA_KEYS); legacy rows pass through
 from .db import Database, StoreError
 from .models import OPEN_STATUSES, REASONS, STATUSES, TRANSITIONS, AuditEntry, DeadLetter, as_utc, encode_value, utcnow
 from .tables import dead_letters, dlq_audit
@@ -54,7 +55,8 @@ def row_to_dead_letter(row: Any) -> DeadLetter:
                       first_failed_at=row.first_failed_at, last_failed_at=row.last_failed_at,
                       status=row.status, status_at=row.status_at, mapping_version=row.mapping_version,
                       sink=row.sink, record_id=row.record_id, topic=row.topic, partition=row.partition,
-                      offset=row.offset, key=row.key, value=bytes(row.value), headers=dict(row.headers or {}),
+                      offset=row.offset, key=row.key, value=crypto.open(bytes(row.value)),  # issue 12
+                      headers=dict(row.headers or {}),
                       replay_of=row.replay_of)
 
 
@@ -118,7 +120,8 @@ class DeadLetterStore(Database):
             id=dl.id, route=dl.route, reason=dl.reason, error=dl.error, attempts=dl.attempts,
             first_failed_at=dl.first_failed_at, last_failed_at=dl.last_failed_at, status="pending",
             status_at=now, mapping_version=dl.mapping_version, sink=dl.sink, record_id=dl.record_id,
-            topic=dl.topic, partition=dl.partition, offset=dl.offset, key=dl.key, value=dl.value,
+            topic=dl.topic, partition=dl.partition, offset=dl.offset, key=dl.key,
+            value=crypto.seal(dl.value),  # issue 12
             headers=dict(dl.headers), replay_of=dl.replay_of))
         return dl.id
 
@@ -185,6 +188,20 @@ class DeadLetterStore(Database):
                              dead_letters.c.error.like(pattern, escape="\\")))
         return conds
 
+    def pending_summary(self) -> tuple[dict[str, int], dict[str, float]]:
+        """Per route: how many letters are pending, and when the oldest of them first failed (epoch s)."""
+        query = (select(dead_letters.c.route, func.count(), func.min(dead_letters.c.first_failed_at))
+                 .where(dead_letters.c.status == "pending").group_by(dead_letters.c.route))
+        counts: dict[str, int] = {}
+        oldest: dict[str, float] = {}
+        with self._tx() as conn:
+            for route, n, first in conn.execute(query):
+                counts[route] = int(n)
+                # min() bypasses the column type on SQLite: it may come back as text
+                at = datetime.fromisoformat(first) if isinstance(first, str) else first
+                oldest[route] = as_utc(at).timestamp()
+        return counts, oldest
+
     def count_pending(self) -> dict[str, int]:
         query = (select(dead_letters.c.route, func.count()).where(dead_letters.c.status == "pending")
                  .group_by(dead_letters.c.route))
@@ -199,11 +216,12 @@ class DeadLetterStore(Database):
             raise StoreError(f"dead letter {id}: the new value must be bytes, got {type(value).__name__}")
         with self._tx(write=True) as conn:
             [row] = self._rows_in(conn, [id], "pending")
-            before, before_enc = encode_value(bytes(row.value))
+            before, before_enc = encode_value(crypto.open(bytes(row.value)))  # issue 12
             after, after_enc = encode_value(bytes(value))
-            conn.execute(update(dead_letters).where(dead_letters.c.id == id).values(value=bytes(value)))
-            self._audit(conn, [id], "edit", actor, reason, {
-                "before": before, "before_encoding": before_enc, "after": after, "after_encoding": after_enc})
+            conn.execute(update(dead_letters).where(dead_letters.c.id == id).values(
+                value=crypto.seal(bytes(value))))  # issue 12
+            self._audit(conn, [id], "edit", actor, reason, crypto.seal_json({  # issue 12: the edit holds payloads
+                "before": before, "before_encoding": before_enc, "after": after, "after_encoding": after_enc}))
         return self.get(id)
 
     def transition(self, ids: Iterable[str], frm: str, to: str, action: str, actor: str, reason: str,
@@ -353,7 +371,8 @@ class DeadLetterStore(Database):
             query = query.limit(limit)
         with self._tx() as conn:
             return [AuditEntry(id=r.seq, dead_letter_id=r.dead_letter_id, action=r.action, actor=r.actor,
-                               reason=r.reason, at=r.at, details=dict(r.details or {}))
+                               reason=r.reason, at=r.at,
+                               details=dict(crypto.open_json(r.details or {})))  # issue 12
                     for r in conn.execute(query)]
 
 

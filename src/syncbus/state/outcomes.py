@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .deadletters import DeadLetterStore
-from .models import utcnow
+from .models import as_utc, utcnow
 from .tables import record_outcomes
 
 OUTCOMES = frozenset({"delivered", "skipped", "dead_lettered"})
@@ -59,6 +60,17 @@ class OutcomeStore(DeadLetterStore):
             for record_id, sink in partial:
                 resolved.extend(self._resolve(conn, route, [record_id], sink))
         return resolved
+
+    def last_delivered(self) -> dict[str, float]:
+        """Per route, when a record was last delivered (epoch s): the last-success gauge after a restart."""
+        query = (select(record_outcomes.c.route, func.max(record_outcomes.c.at))
+                 .where(record_outcomes.c.outcome == "delivered").group_by(record_outcomes.c.route))
+        out: dict[str, float] = {}
+        with self._tx() as conn:
+            for route, at in conn.execute(query):
+                when = datetime.fromisoformat(at) if isinstance(at, str) else at
+                out[route] = as_utc(when).timestamp()
+        return out
 
     def outcomes_for(self, record_ids: Sequence[str]) -> dict[tuple[str, str], str]:
         """(route, record id) → outcome, for the ledger."""
