@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: setup setup-python setup-kafka setup-postgres setup-prometheus setup-browser \
-	install run test test-fast lint bench kafka-up kafka-down kafka-fetch postgres-up postgres-down clean
+	install run test test-fast lint bench bench-peers kafka-up kafka-down kafka-fetch postgres-up postgres-down clean
 
 ## Debian packages of every group (python kafka postgres prometheus browser), or of one
 setup:
@@ -42,6 +42,11 @@ lint: install
 
 bench: install kafka-fetch
 	$(BIN)/python bench/run.py
+
+## syncbus next to Benthos (Go module proxy) and Apache Camel (Maven Central) on the reference
+## mapping, per CPU-second; builds both into var/peers/ (cached); not part of `make test`
+bench-peers: install
+	$(BIN)/python bench/peers/run.py $(BENCH_PEERS_ARGS)
 
 kafka-fetch: setup-kafka
 	deploy/kafka/kafka.sh fetch

@@ -5,7 +5,11 @@
   ``Idempotency-Key`` and keeps each order as a file; ``GET /erp/orders`` lists them.
 * Finance: ``POST /finance/prereview`` takes large orders as JSON; the
   voucher database is a SQLite file with a ``vouchers`` table.
-* HR: a drop folder syncbus writes CSV files into.
+* HR and OA exchange CSV files (DESIGN §9, OA ↔ HR): the OA drops its GBK
+  exports into ``oa-outbox/`` and HR its changes into ``hr-outbox/`` (syncbus's
+  ``file_drop`` sources read them and move them to ``processed/`` or
+  ``failed/``); syncbus writes HR's files into ``hr-drop/`` and OA's into
+  ``oa-inbox/``. ``samples/`` beside this file holds one export of each side.
 
 It is a stand-in for real systems on a developer's machine, not a test double:
 the end-to-end tests start their own targets.
@@ -34,7 +38,7 @@ log = logging.getLogger("sandbox")
 def create_sandbox(root: Path, client_id: str, client_secret: str) -> FastAPI:
     orders_dir = root / "erp-orders"
     prereview_dir = root / "finance-prereview"
-    for d in (orders_dir, prereview_dir, root / "hr-drop"):
+    for d in (orders_dir, prereview_dir, *(root / f for f in ("hr-drop", "oa-outbox", "hr-outbox", "oa-inbox"))):
         d.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(root / "finance.db") as db:
         db.execute("PRAGMA journal_mode=WAL")

@@ -11,7 +11,16 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -23,6 +32,11 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        if registry is None:  # issue 9: process_* (CPU, RSS, fds, start time), python_info, python_gc_*;
+            # read from /proc and gc.get_stats() at scrape time only. A registry passed in may have them.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         self.received = Counter("syncbus_records_received", "Records accepted onto the bus, per source.",
                                 ["source"], registry=r)
         self.skipped = Counter("syncbus_records_skipped", "Records filtered out by a route's `when`.",

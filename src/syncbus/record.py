@@ -15,6 +15,10 @@ H_SOURCE = "syncbus-source"            # the source connector name
 H_REPLAY_ROUTE = "syncbus-replay-route"  # set on a replayed record: only this route takes it
 H_REPLAY_SINK = "syncbus-replay-sink"    # …and only this target of a fan-out, when one sink failed
 H_DEAD_LETTER = "syncbus-dead-letter"  # id of the dead letter a replay came from
+H_FILE = "syncbus-file"                # a row's file (file_drop) ...
+H_LINE = "syncbus-line"                # ... and line (1-based, a CSV header is line 1), or a batch row's line
+H_INDEX = "syncbus-index"              # a JSON array element's index in its batch
+H_MALFORMED = "syncbus-malformed"      # a row its source could not parse: "<file>:<line>: <why>"; value = raw
 
 
 def new_id() -> str:

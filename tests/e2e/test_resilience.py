@@ -13,6 +13,7 @@ from syncbus.bus import open_bus
 from syncbus.record import H_CONTENT_TYPE, H_ID, H_RECEIVED_AT
 from tests.e2e.harness import Node, order, wait_until
 from tests.sinks.target_server import Reply, TargetServer
+from tests.support.kafka import describe_group
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,16 @@ def test_two_runners_share_the_partitions(tmp_path, kafka_bootstrap: str, target
     a = Node(cfg, bus, f"sqlite:///{tmp_path}/store-a.db").start()
     b = Node(cfg, bus, f"sqlite:///{tmp_path}/store-b.db").start()
     try:
-        time.sleep(3)  # let the group settle with both members before the stream starts
+        # The stream starts only once the group has settled with both members owning partitions:
+        # a rebalance during the stream would (rightly) redeliver in-flight records.
+        group, topic = f"syncbus.orders-to-erp{suffix}", f"e2e.orders{suffix}"
+
+        def settled() -> bool:
+            view = describe_group(kafka_bootstrap, group)
+            return (view is not None and view.state == "Stable" and len(view.members) == 2
+                    and all(view.members.values()) and view.assigned == {(topic, p) for p in range(4)})
+
+        wait_until(settled, timeout=60, interval=0.5, what="both runners own partitions")
         n = 2_000
         publish_direct(bus, f"e2e.orders{suffix}", n, keys=400)
         wait_until(lambda: len(set(record_ids(target))) >= n, timeout=120, what="all delivered")
@@ -100,9 +110,16 @@ def test_broker_restart_mid_stream_loses_nothing(make_node, target: TargetServer
     target.set_default(Reply(200, {"ok": True}))
     accepted: list[str] = []
     failures: list[str] = []
+    errors: list[BaseException] = []
     stop = threading.Event()
 
     def produce() -> None:
+        try:
+            _produce()
+        except BaseException as exc:  # must fail the test, not end as a thread warning
+            errors.append(exc)
+
+    def _produce() -> None:
         with httpx.Client(timeout=90) as client:
             i = 0
             while not stop.is_set() and i < 3_000:
@@ -123,13 +140,19 @@ def test_broker_restart_mid_stream_loses_nothing(make_node, target: TargetServer
                 i += 1
                 time.sleep(0.002)
 
-    t = threading.Thread(target=produce)
+    t = threading.Thread(target=produce, daemon=True)
     t.start()
-    wait_until(lambda: len(accepted) >= 500, timeout=60, what="stream running")
-    kafka_broker.restart()
-    wait_until(lambda: len(accepted) >= 2_000 or not t.is_alive(), timeout=120, what="stream after restart")
-    stop.set()
-    t.join(120)
+    try:
+        wait_until(lambda: len(accepted) >= 500, timeout=60, what="stream running")
+        kafka_broker.restart()
+        restarted_at = len(accepted)
+        wait_until(lambda: len(accepted) >= 2_000 or not t.is_alive(), timeout=120, what="stream after restart")
+    finally:
+        stop.set()
+        t.join(120)
+    assert not t.is_alive(), "the client thread hangs"
+    assert not errors, errors
+    assert len(accepted) >= 2_000 and len(accepted) > restarted_at, "the stream did not resume after the restart"
     wait_until(lambda: set(accepted) <= set(record_ids(target)), timeout=120, what="every accepted record delivered")
     print(f"\n[broker restart] {len(accepted)} accepted, {len(failures)} refused/retried during the restart, "
           f"{len(record_ids(target)) - len(set(record_ids(target)))} duplicates")

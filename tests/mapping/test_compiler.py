@@ -270,3 +270,69 @@ def test_generated_source_check_refuses_unexpected_text():
     _check_source("def build(obj, root):\n    out[K0] = C0\n")
     with pytest.raises(RuntimeError):
         _check_source("out[K0] = 'quoted'\n")
+
+
+@pytest.mark.parametrize("value", [None, "", "MISSING"])
+def test_required_refuses_absent_null_and_empty(compile_yaml, value):
+    m = compile_yaml("""
+        fields:
+          VBELN: {from: order_id, required: true}
+          NAME: {from: name, transform: trim, required: true}
+    """)
+    record = {"name": "x"} if value == "MISSING" else {"order_id": value, "name": "x"}
+    with pytest.raises(MappingError) as err:
+        m.map_object(record)
+    assert err.value.field == "VBELN" and "required value is missing" in str(err.value)
+
+
+def test_required_keeps_zero_false_and_blank_text_until_a_transform_empties_it(compile_yaml):
+    m = compile_yaml("""
+        fields:
+          A: {from: a, required: true}
+          B: {from: b, required: true}
+          C: {from: c, transform: trim, required: true}
+          D: {from: d, required: true, default: fallback}
+    """)
+    assert mapped(m, {"a": 0, "b": False, "c": " x ", "d": ""}) == {"A": 0, "B": False, "C": "x", "D": "fallback"}
+    with pytest.raises(MappingError, match="required value is empty after the transform") as err:
+        m.map_object({"a": 1, "b": True, "c": "   "})
+    assert err.value.field == "C"
+
+
+def test_empty_text_is_kept_when_not_required(compile_yaml):
+    m = compile_yaml("""
+        fields:
+          A: a
+          B: {from: b, default: x}
+    """)
+    assert mapped(m, {"a": "", "b": ""}) == {"A": "", "B": ""}
+
+
+def test_version_must_match_the_newest_changelog_entry(compile_yaml):
+    with pytest.raises(ConfigErrors) as err:
+        compile_yaml("""
+            mapping: t
+            version: 3
+            owner: o
+            changelog:
+              - {version: 1, date: 2026-01-01, by: a, reason: first}
+              - {version: 2, date: 2026-02-01, by: b, reason: second, approved_by: c}
+            source: {topic: x}
+            target: {sink: s}
+            fields: {A: a}
+        """)
+    [e] = err.value.errors
+    assert e.location is not None and e.location.line == 3
+    assert "version is 3 but the newest changelog entry is version 2" in e.message
+    ok = compile_yaml("""
+        mapping: t
+        version: 2
+        owner: o
+        changelog:
+          - {version: 2, date: 2026-02-01, by: b, reason: second, approved_by: c}
+          - {version: 1, date: 2026-01-01, by: a, reason: first}
+        source: {topic: x}
+        target: {sink: s}
+        fields: {A: a}
+    """, name="ok.yaml")
+    assert ok.spec.changelog[0].approved_by == "c"

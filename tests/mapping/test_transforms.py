@@ -130,7 +130,7 @@ def test_unknown_transform_names_the_known_ones_and_suggests() -> None:
         ("trim(1)", "trim() takes no arguments, got 1"),
         ("substr", "substr() takes 1 to 2 arguments (start, end), got 0"),
         ("substr(1, 2, 3)", "substr() takes 1 to 2 arguments (start, end), got 3"),
-        ("date", "date() takes 1 argument (fmt), got 0"),
+        ("date", "date() takes 1 to 3 arguments (out, in, tz), got 0"),
     ],
 )
 def test_wrong_argument_counts(chain: str, message: str) -> None:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -122,10 +122,12 @@ class KafkaBroker:
             raise KafkaUnavailable(f"no running broker in {self.run_dir} to kill")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        # A killed multi-threaded JVM shows as a zombie before its last thread has exited and
+        # closed the sockets: wait for the ports too, or `start()` finds them still in use.
         deadline = time.monotonic() + KILL_TIMEOUT
-        while _process_alive(pid):
+        while _process_alive(pid) or _listening(self.port) or _listening(self.controller_port):
             if time.monotonic() > deadline:
-                raise KafkaUnavailable(f"broker pid {pid} still alive {KILL_TIMEOUT:.0f}s after SIGKILL")
+                raise KafkaUnavailable(f"broker pid {pid} or its ports still alive {KILL_TIMEOUT:.0f}s after SIGKILL")
             time.sleep(0.05)
 
     def crash_and_restart(self, down_for: float = 0.0) -> None:
@@ -163,6 +165,12 @@ def _process_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def in_ci() -> bool:
@@ -225,3 +233,114 @@ def kafka_broker(_kafka_session: _Session) -> Iterator[KafkaBroker]:
     yield broker
     if not broker.running():
         broker.start()
+
+
+# -- looking at a group from the outside, as an operator would ----------------------------
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """A consumer group as the coordinator describes it."""
+
+    state: str                                         # "Stable", "PreparingRebalance", "Empty", ...
+    members: dict[str, frozenset[tuple[str, int]]]     # member id -> assigned (topic, partition)
+
+    @property
+    def assigned(self) -> set[tuple[str, int]]:
+        return {tp for tps in self.members.values() for tp in tps}
+
+
+async def _admin(bootstrap: str, timeout: float) -> Any:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="syncbus-test-probe",
+                                request_timeout_ms=int(timeout * 1000))
+    await asyncio.wait_for(admin.start(), timeout)
+    return admin
+
+
+async def adescribe_group(bootstrap: str, group: str, timeout: float = 5.0) -> GroupView | None:
+    """The group's state and assignment; None while the coordinator cannot answer."""
+    from aiokafka.coordinator.protocol import ConsumerProtocol
+    from aiokafka.errors import KafkaError
+
+    try:
+        admin = await _admin(bootstrap, timeout)
+    except (KafkaError, OSError, TimeoutError):
+        return None
+    try:
+        [response] = await asyncio.wait_for(admin.describe_consumer_groups([group]), timeout)
+        [described] = response.groups
+        error_code, _group, state, _ptype, _protocol, members = described[:6]
+        if error_code:
+            return None
+        view: dict[str, frozenset[tuple[str, int]]] = {}
+        for member in members:
+            member_id, assignment = member[0], member[-1]
+            tps = ConsumerProtocol.ASSIGNMENT.decode(assignment).partitions() if assignment else []
+            view[member_id] = frozenset((tp.topic, tp.partition) for tp in tps)
+        return GroupView(state, view)
+    except (KafkaError, OSError, TimeoutError, ValueError):
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def acommitted(bootstrap: str, group: str, topic: str, partitions: int,
+                     timeout: float = 5.0) -> dict[int, int] | None:
+    """Committed offset per partition (-1: nothing committed); None while the coordinator cannot answer.
+
+    A coordinator that is loading or moving answers OffsetFetch with a
+    group-level error and no partitions, which aiokafka returns as an empty
+    result: a missing partition therefore means "no answer", not "no commit".
+    """
+    from aiokafka import TopicPartition
+    from aiokafka.errors import KafkaError
+
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    try:
+        admin = await _admin(bootstrap, timeout)
+    except (KafkaError, OSError, TimeoutError):
+        return None
+    try:
+        got = await asyncio.wait_for(admin.list_consumer_group_offsets(group, partitions=tps), timeout)
+    except (KafkaError, OSError, TimeoutError):
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    if any(tp not in got for tp in tps):
+        return None
+    return {tp.partition: got[tp].offset for tp in tps}
+
+
+async def aend_offsets(bootstrap: str, topic: str, partitions: int, timeout: float = 5.0) -> dict[int, int] | None:
+    """The log end offset per partition; None while the broker cannot answer."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="syncbus-test-probe",
+                                request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(consumer.start(), timeout)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout)
+        return {tp.partition: ends[tp] for tp in tps}
+    except (KafkaError, OSError, TimeoutError):
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+
+
+def describe_group(bootstrap: str, group: str, timeout: float = 5.0) -> GroupView | None:
+    return asyncio.run(adescribe_group(bootstrap, group, timeout))
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int, timeout: float = 5.0) -> dict[int, int] | None:
+    return asyncio.run(acommitted(bootstrap, group, topic, partitions, timeout))
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int, timeout: float = 5.0) -> dict[int, int] | None:
+    return asyncio.run(aend_offsets(bootstrap, topic, partitions, timeout))

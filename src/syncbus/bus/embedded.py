@@ -25,6 +25,9 @@ It is the default so that syncbus runs with no broker. Design choices:
 * **Wake-ups.** A publish in this process wakes waiting consumers at once; a
   publish by another process (e.g. ``syncbus dlq replay``) is noticed by a
   watcher that polls the ``topics`` table every 50 ms while anyone waits.
+* **Reading what we wrote.** Records this process committed are also kept in a
+  bounded in-memory tail per topic (``tail.py``); a consumer whose position is
+  inside it takes them from there instead of reading SQLite back (issue 11).
 """
 
 from __future__ import annotations
@@ -45,8 +48,10 @@ import orjson
 
 from ..errors import BusError, IdempotencyConflict
 from ..record import H_ID, Record
+from ..state import crypto  # issue 12: values sealed with SYNCBUS_ENCRYPT_BUS; reading always opens
 from .base import Published
 from .offsets import OffsetTracker
+from .tail import Tail
 
 T = TypeVar("T")
 
@@ -182,6 +187,7 @@ def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[Any]:
     A publish gets its offset; a publish_once its :class:`Published` (or the
     conflict to raise); a commit -1.
     """
+    seal = crypto.codec().seal_bus  # issue 12
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Read the high-water marks inside the write transaction: another process
@@ -204,7 +210,8 @@ def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[Any]:
                                        (op.topic, PARTITION)).fetchone()
                     off = row[0] if row else 0
                 next_off[op.topic] = off + 1
-                rows.append((op.topic, PARTITION, off, op.key, op.value, orjson.dumps(op.headers), op.ts))
+                rows.append((op.topic, PARTITION, off, op.key, seal(op.value),  # issue 12
+                             orjson.dumps(op.headers), op.ts))
                 if op.once is None:
                     results.append(off)
                 else:
@@ -248,7 +255,8 @@ def _read_records(conn: sqlite3.Connection, positions: list[tuple[str, int]], li
                            'WHERE topic=? AND "partition"=? AND "offset">=? ORDER BY "offset" LIMIT ?',
                            (topic, PARTITION, pos, limit - len(out)))
         for off, key, value, headers, ts in cur:
-            out.append(Record(value=bytes(value), key=key, headers=orjson.loads(headers), topic=topic,
+            out.append(Record(value=crypto.open(bytes(value)), key=key,  # issue 12
+                              headers=orjson.loads(headers), topic=topic,
                               partition=PARTITION, offset=off, timestamp=ts))
     return out
 
@@ -286,6 +294,10 @@ class EmbeddedBus:
         self._consumers: set[EmbeddedConsumer] = set()
         self._waiting: set[EmbeddedConsumer] = set()
         self._owners: dict[tuple[str, str], EmbeddedConsumer] = {}
+        self._tails: dict[str, Tail] = {}
+        # Per topic, the highest next offset this process knows of (its own commits, the watcher's
+        # polls, reads that came back short): a consumer at or past it has nothing to read.
+        self._known_end: dict[str, int] = {}
         # Committed write transactions and the ops in them: writes/transactions is
         # the group-commit factor (exposed for metrics and tests).
         self.transactions = 0
@@ -420,6 +432,7 @@ class EmbeddedBus:
                 for op, off in zip(batch, offsets, strict=True):
                     if isinstance(op, _Publish):
                         touched.add(op.topic)
+                        self._remember(op, off)
                     if op.future.done():
                         continue
                     if isinstance(off, IdempotencyConflict):
@@ -430,6 +443,36 @@ class EmbeddedBus:
                     self._wake(touched)
         finally:
             self._flusher = None
+
+    def _remember(self, op: _Publish, result: Any) -> None:
+        """Put a committed record into its topic's tail (not a duplicate or a conflict: nothing appended)."""
+        if op.once is None:
+            offset = result
+        elif isinstance(result, Published) and not result.duplicate:
+            offset = result.offset
+        else:
+            return
+        tail = self._tails.get(op.topic)
+        if tail is None:
+            tail = self._tails[op.topic] = Tail()
+        tail.append(Record(op.value, op.key, op.headers, op.topic, PARTITION, offset, op.ts))
+        if offset + 1 > self._known_end.get(op.topic, -1):
+            self._known_end[op.topic] = offset + 1
+
+    def _from_memory(self, topic: str, position: int, limit: int) -> list[Record] | None:
+        """Records at ``position`` without SQLite: from the tail, or [] when nothing is there; None: read."""
+        tail = self._tails.get(topic)
+        if tail is not None:
+            records = tail.read(position, limit)
+            if records is not None:
+                return records
+        if position >= self._known_end.get(topic, 1 << 62):
+            return []
+        return None
+
+    def _learned_end(self, topic: str, end: int) -> None:
+        if end > self._known_end.get(topic, -1):
+            self._known_end[topic] = end
 
     # -- reading -------------------------------------------------------------
 
@@ -474,6 +517,8 @@ class EmbeddedBus:
                     marks = await self.high_water()
                 except BusError:
                     continue
+                for topic, end in marks.items():
+                    self._learned_end(topic, end)
                 for c in list(self._waiting):
                     if c._behind(marks):
                         c._wakeup.set()
@@ -549,9 +594,7 @@ class EmbeddedConsumer:
                 topics = list(self._positions)
                 self._rotate = (self._rotate + 1) % len(topics)
                 order = topics[self._rotate:] + topics[:self._rotate]   # fairness between topics
-                positions = [(t, self._positions[t]) for t in order]
-                records = await self.bus._read(partial(_read_records, positions=positions, limit=limit))
-                records = [r for r in records if r.topic in self._positions]  # lost ownership meanwhile
+                records = await self._read_from(order, limit)
                 if records:
                     for r in records:
                         self._tracker.fetched((r.topic, r.partition), r.offset)
@@ -568,6 +611,32 @@ class EmbeddedConsumer:
                 return []
             finally:
                 self.bus._waiting.discard(self)
+
+    async def _read_from(self, topics: list[str], limit: int) -> list[Record]:
+        """Records from each topic's position on: from memory where it holds them, else from SQLite."""
+        bus = self.bus
+        out: list[Record] = []
+        unread: list[tuple[str, int]] = []
+        for topic in topics:
+            if len(out) >= limit:
+                break
+            position = self._positions[topic]
+            got = bus._from_memory(topic, position, limit - len(out))
+            if got is None:
+                unread.append((topic, position))
+            else:
+                out.extend(got)
+        if unread and len(out) < limit:
+            room = limit - len(out)
+            read = await bus._read(partial(_read_records, positions=unread, limit=room))
+            if len(read) < room:  # every topic read to its end: remember where that was
+                ends = {t: p for t, p in unread}
+                for r in read:
+                    ends[r.topic] = r.offset + 1
+                for topic, end in ends.items():
+                    bus._learned_end(topic, end)
+            out.extend(read)
+        return [r for r in out if r.topic in self._positions]  # lost ownership meanwhile
 
     def done(self, record: Record) -> None:
         self._tracker.done((record.topic, record.partition), record.offset)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from . import authoring, dlq, run  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (registers the commands)
+    authoring,
+    changes,
+    components,
+    dlq,
+    reconcile,
+    run,
+    security,
+    sources,
+)
 from .common import app
 
 __all__ = ["app", "main"]

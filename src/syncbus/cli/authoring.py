@@ -15,6 +15,7 @@ from .common import (
     BusUrl,
     ConfigDir,
     Exit1,
+    StoreUrl,
     _fail,
     _settings,
     _write,
@@ -33,14 +34,25 @@ def validate(
     config_dir: ConfigDir = None,
     bus: BusUrl = None,
 ) -> None:
-    """Check mapping and connector files; print file:line:col: message per problem, exit 1 if any."""
-    from ..project import load_project
+    """Check mapping, connector and mapping test files; print file:line:col: message per problem, exit 1 if any.
 
+    Warnings (a route reading a topic no source publishes to) are printed as
+    ``file:line:col: warning: ...`` and do not change the exit code.
+    """
     if not paths:
+        from ..mapping.validation import validate_config_dir
+
         settings = _settings(config_dir)
-        project = load_project(settings.config_dir, strict_env=False)
+        found = validate_config_dir(settings.config_dir)
+        for warning in found.warnings:
+            typer.echo(str(warning))
+        if found.errors:
+            raise ConfigErrors(found.errors)
+        project = found.project
+        tests = len(list((settings.config_dir / "mappings" / "tests").glob("*.y*ml")))
         typer.echo(f"ok: {len(project.mappings)} mappings, {len(project.connectors.sources)} sources, "
-                   f"{len(project.connectors.sinks)} sinks")
+                   f"{len(project.connectors.sinks)} sinks, {tests} test files"
+                   + (f", {len(found.warnings)} warnings" if found.warnings else ""))
         return
     errors: list[ConfigError] = []
     for path in paths:
@@ -71,16 +83,12 @@ def _validate_one(path: Path) -> None:
         load_mapping(path)
     elif isinstance(data, dict) and ("sources" in data or "sinks" in data):
         load_connector_file(path, strict=False)
-    elif isinstance(data, dict) and "cases" in data:
-        from pydantic import ValidationError
+    elif isinstance(data, dict) and ("cases" in data or path.parent.name == "tests"):
+        from ..mapping.testing import check_test_file
 
-        from ..mapping.testing import TestFile
-        from ..yamlfile import validation_errors
-
-        try:
-            TestFile.model_validate(data)
-        except ValidationError as exc:
-            raise validation_errors(doc, exc) from None
+        problems = check_test_file(path)
+        if problems:
+            raise ConfigErrors(problems)
     elif isinstance(data, dict) and ("mapping" in data or "source" in data or "target" in data):
         load_mapping(path)  # a mapping with missing keys: let the model say which
     else:
@@ -94,17 +102,27 @@ def _validate_one(path: Path) -> None:
 @app.command("map")
 @handle_errors
 def map_cmd(
-    mapping: Annotated[Path, typer.Argument(help="The mapping file")],
+    mapping: Annotated[Path, typer.Argument(help="The mapping file (with --version: or a route name)")],
     input: Annotated[str | None, typer.Argument(help="Record file (JSON or XML); - or none: stdin")] = None,
     content_type: Annotated[str | None, typer.Option("--content-type", "-t",
                                                      help="application/json or application/xml")] = None,
     config_dir: ConfigDir = None,
     bus: BusUrl = None,
+    version: Annotated[str | None, typer.Option("--version", help="Map with this version from the route's "
+                                                                 "history (number or hash prefix)")] = None,
+    store: StoreUrl = None,  # issue 10: --version reads the history in the state store
 ) -> None:
     """Dry-run one mapping on one record and print the payload exactly as it would be sent."""
     from ..mapping.loader import load_mapping
 
-    compiled = load_mapping(mapping)
+    if version is not None:  # issue 10: a version from the history
+        from ..changes.versioned import mapping_from_history
+        from .common import _store
+
+        compiled = mapping_from_history(_store(config_dir, bus, store), mapping, version,
+                                        _settings(config_dir, bus, store).config_dir)
+    else:
+        compiled = load_mapping(mapping)
     data, name = _read_input(input)
     ctype = content_type or _sniff(data, name)
     result = compiled.map_bytes(data, ctype)
@@ -113,15 +131,13 @@ def map_cmd(
         return
     out = sys.stdout.buffer
     many = len(result.outputs) > 1
-    for i, output in enumerate(result.outputs):
+    for output in result.outputs:
         if many:
             typer.echo(f"target {output.target.index}: sink {output.target.sink} ({output.target.format})",
                        err=True)
         out.write(output.body)
-        if many and i < len(result.outputs) - 1:
-            out.write(b"\n")
-    if sys.stdout.isatty():
-        out.write(b"\n")
+        if not output.body.endswith(b"\n"):
+            out.write(b"\n")  # the output always ends with a newline (one per target)
     out.flush()
 
 
@@ -202,19 +218,18 @@ def catalog(
     config_dir: ConfigDir = None,
     bus: BusUrl = None,
     format: Annotated[str, typer.Option("--format", help="markdown or html")] = "markdown",
+    lang: Annotated[str, typer.Option("--lang", help="en or zh (headings and labels)")] = "en",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file")] = None,
 ) -> None:
     """Print the interface catalogue: systems, direction, fields, schedule, security, owner, version."""
-    from ..mapping.catalog import build_catalog, render_html, render_markdown
-    from ..project import load_project
+    from ..mapping.catalog import catalog_for
 
     if format not in ("markdown", "md", "html"):
         raise SyncbusError(f"--format must be markdown or html, not {format!r}")
+    if lang not in ("en", "zh"):
+        raise SyncbusError(f"--lang must be en or zh, not {lang!r}")
     settings = _settings(config_dir)
-    project = load_project(settings.config_dir, strict_env=False)
-    entries = build_catalog(list(project.mappings.values()), project.connectors)
-    text = render_html(entries) if format == "html" else render_markdown(entries)
-    _write(text, output)
+    _write(catalog_for(settings.config_dir, "html" if format == "html" else "markdown", lang), output)
 
 
 @app.command()

@@ -7,6 +7,7 @@ Nobody using the tool should ever see a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -81,16 +82,97 @@ def _write(text: str, output: Path | None) -> None:
 
 
 def _settings(config_dir: Path | None, bus: str | None = None, store: str | None = None) -> Any:
+    """The settings of a command, relative paths resolved against the config dir (``resolve_paths``)."""
     from ..config import Settings
 
-    return Settings.from_env(str(config_dir) if config_dir else None, bus, store)
+    return resolve_paths(Settings.from_env(str(config_dir) if config_dir else None, bus, store))
 
+
+def _embedded_target(bus_url: str) -> str | None:
+    from ..bus.base import parse_bus_url
+
+    scheme, target = parse_bus_url(bus_url)
+    return target if scheme == "embedded" else None
+
+
+def _sqlite_file(store_url: str) -> Path | None:
+    """The file of a SQLite store URL, None for other databases and in-memory ones."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(store_url)
+    except ArgumentError:
+        return None  # Store() reports the bad URL
+    db = url.database or ""
+    if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser()
+
+
+def resolve_paths(settings: Any) -> Any:
+    """Relative embedded bus and SQLite store paths → absolute, against ``settings.config_dir``.
+
+    DESIGN §6: the default bus is ``var/syncbus.db`` *inside the config dir*, and
+    the dead-letter commands must find the same bus and store that ``run`` uses
+    from any current directory. Resolving against the working directory (as
+    before) made ``syncbus dlq list --config-dir X`` run elsewhere open -- and
+    create -- an empty store. Absolute paths and server URLs are kept as given;
+    the result is resolved again unchanged (idempotent).
+    """
+    base = settings.config_dir.expanduser().resolve()
+
+    def absolute(path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    bus_url = settings.bus_url
+    target = _embedded_target(bus_url)
+    if target is not None:
+        bus_url = f"embedded://{absolute(target)}"
+    store_url = settings.store_url
+    if store_url:
+        db = _sqlite_file(store_url)
+        if db is not None and not db.is_absolute():
+            from sqlalchemy.engine import make_url
+
+            store_url = make_url(store_url).set(database=str(absolute(str(db)))).render_as_string(
+                hide_password=False)
+    elif target is None:  # a Kafka bus keeps its store file in the config dir too
+        store_url = f"sqlite:///{base / 'var' / 'syncbus-store.db'}"
+    return dataclasses.replace(settings, bus_url=bus_url, store_url=store_url)
+
+
+class NoState(SyncbusError):
+    """A read-only command was pointed at a store or bus that does not exist (wrong --config-dir)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"no syncbus state at {path}: is --config-dir right?")
+
+
+def require_state(settings: Any, *, bus: bool = False) -> None:
+    """Refuse to open a store (and, with ``bus``, an embedded bus) file that is not there.
+
+    Opening creates the file, so without this check a wrong --config-dir
+    answers "no dead letters" instead of saying it looked in the wrong place.
+    Only ``syncbus run`` creates state.
+    """
+    db = _sqlite_file(settings.resolved_store_url())
+    if db is not None and not db.exists():
+        raise NoState(db)
+    target = _embedded_target(settings.bus_url) if bus else None
+    if target is not None and not Path(target).exists():
+        raise NoState(Path(target))
 
 
 def _store(config_dir: Path | None, bus: str | None, store: str | None) -> Any:
+    """The state store of an existing node (``NoState`` when there is none where the settings point)."""
     from ..state.store import Store
 
-    return Store(_settings(config_dir, bus, store).resolved_store_url())
+    settings = _settings(config_dir, bus, store)
+    require_state(settings)
+    return Store(settings.resolved_store_url())
 
 
 def _print_json(obj: Any) -> None:

@@ -14,6 +14,7 @@ from .common import (
     app,
     handle_errors,
 )
+from .security import EncryptBus, TlsCert, TlsClientCa, TlsKey, TlsRequireClientCert, run_security  # issue 12
 
 # -- run -----------------------------------------------------------------------------------
 
@@ -28,26 +29,35 @@ def run(
     host: Annotated[str | None, typer.Option("--host", envvar="SYNCBUS_HOST", help="Bind address")] = None,
     max_in_flight: Annotated[int, typer.Option(help="Records in flight per route (backpressure)")] = 1000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
+    log_format: Annotated[str, typer.Option("--log-format", envvar="SYNCBUS_LOG_FORMAT",  # issue 9: logs.py
+                                            help="text, or json: one object per line")] = "text",
     no_trace: Annotated[bool, typer.Option("--no-trace", help="Do not record trace events")] = False,
+    tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,  # issue 12
+    tls_require_client_cert: TlsRequireClientCert = False, encrypt_bus: EncryptBus = False,  # issue 12
 ) -> None:
     """Run connectors, routes and the HTTP server until SIGTERM/SIGINT."""
-    import logging
-
+    from ..config import Settings
+    from ..ingress.server import serve
+    from ..logs import banner_line  # issue 9
+    from ..logs import configure as configure_logging  # issue 9: text or JSON, masked (SYNCBUS_LOG_MASK)
     from ..project import load_project
     from ..router import RouterOptions
-    from ..runtime import Runtime, serve
+    from ..runtime import Runtime
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for chatty in ("httpx", "httpcore", "aiokafka"):  # one line per request/metadata refresh
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(log_format, log_level)  # also keeps httpx, httpcore and aiokafka at WARNING
+    tls = run_security(tls_cert, tls_key, tls_client_ca, tls_require_client_cert, encrypt_bus)  # issue 12
     settings = _settings(config_dir, bus, store)
-    from ..config import Settings
-
+    # `--port 0` (any free port) is a port too: only None falls back to SYNCBUS_PORT / 8080.
     settings = Settings(settings.config_dir, settings.bus_url, settings.store_url,
-                        port or settings.port, host or settings.host)
+                        settings.port if port is None else port, host or settings.host)
     project = load_project(settings.config_dir)
     runtime = Runtime(settings, project, options=RouterOptions(max_in_flight=max_in_flight),
                       trace=not no_trace)
-    typer.echo(f"syncbus: {len(project.mappings)} routes, bus {settings.bus_url}, "
-               f"http://{settings.host}:{settings.port}", err=True)
-    serve(runtime, settings.host, settings.port, log_level.lower())
+
+    def banner(bound_host: str, bound_port: int) -> None:
+        # Printed once the socket listens, with the port actually bound: scripts wait for this line.
+        typer.echo(banner_line(f"syncbus: {len(project.mappings)} routes, bus {settings.bus_url}, "  # issue 9: json
+                               f"{'https' if tls else 'http'}://{bound_host}:{bound_port}", log_format),
+                   err=True)  # issue 12: https
+
+    serve(runtime, settings.host, settings.port, log_level.lower(), on_ready=banner, tls=tls)

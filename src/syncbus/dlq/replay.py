@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import os
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from ..bus.base import Bus
-from ..errors import SyncbusError
 from ..record import H_DEAD_LETTER, H_REPLAY_ROUTE, H_REPLAY_SINK
 from ..state import DeadLetterConflict, DeadLetterNotFound, Store
 from ..state.models import TraceEvent
-from ..units import parse_duration
+from .filters import DeadLetterFilter, parse_time
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,7 +39,9 @@ class ReplayResult:
     topic: str = ""
     offset: int = -1
     status: str = ""
-    refusal: str | None = None   # "not_found" | "conflict" | "bus" when not ok
+    # why not, when not ok: "not_found" | "conflict" | "needs_fix" (would fail the same way; see policy.py)
+    # | "bus" (the bus did not take it) | "not_attempted" (a bulk replay stopped before it)
+    refusal: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {"id": self.id, "ok": self.ok, "message": self.message, "topic": self.topic,
@@ -46,6 +49,7 @@ class ReplayResult:
 
 
 def default_actor() -> str:
+    """Who a CLI action is audited as: $SYNCBUS_ACTOR, else the login name."""
     try:
         return os.environ.get("SYNCBUS_ACTOR") or getpass.getuser()
     except Exception:
@@ -53,21 +57,8 @@ def default_actor() -> str:
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``2026-11-20``, ``2026-11-20T08:00:00+08:00`` or a duration ago (``2h``, ``30m``)."""
-    now = now or datetime.now(UTC)
-    raw = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?\s*(ms|s|m|h|d)", raw):
-        try:
-            if raw.endswith("d"):
-                return now - timedelta(days=float(raw[:-1]))
-            return now - timedelta(seconds=parse_duration(raw))
-        except (ValueError, OverflowError):
-            raise SyncbusError(f"--since {text!r}: too far back") from None
-    try:
-        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise SyncbusError(f"--since {text!r}: expected an ISO date/time or a duration such as 2h") from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+    """``2026-11-20``, ``2026-11-20T08:00:00+08:00`` or a duration ago (``2h``, ``30m``); see ``filters.parse_time``."""
+    return parse_time(text, "--since", now)
 
 
 async def replay_one(store: Store, bus: Bus, dl_id: str, actor: str, reason: str) -> ReplayResult:
@@ -96,8 +87,10 @@ async def replay_one(store: Store, bus: Bus, dl_id: str, actor: str, reason: str
         await asyncio.shield(asyncio.to_thread(store.abort_replay, dl.id, f"{type(exc).__name__}: {exc}"))
         if not isinstance(exc, Exception):
             raise
-        return ReplayResult(dl.id, False, f"the bus did not take the record: {exc}", status="pending",
-                            refusal="bus")
+        # the cause goes to the log, not to the person asking (it may carry broker internals)
+        log.warning("replay of %s not published to %s: %s: %s", dl.id, dl.topic, type(exc).__name__, exc)
+        return ReplayResult(dl.id, False, f"the bus did not take the record of {dl.id} (see the log); "
+                                          "it is pending again", status="pending", refusal="bus")
     where = {"topic": published.topic, "partition": published.partition, "offset": published.offset}
     await asyncio.to_thread(store.end_replay, dl.id, where)
     event = TraceEvent(record_id=dl.record_id, stage="replayed", route=dl.route,
@@ -107,12 +100,19 @@ async def replay_one(store: Store, bus: Bus, dl_id: str, actor: str, reason: str
 
 
 async def replay(store: Store, bus: Bus, ids: list[str], actor: str, reason: str) -> list[ReplayResult]:
+    """Replay ids one by one without the needs-fix guard (``operations.replay_letters`` applies it)."""
     return [await replay_one(store, bus, dl_id, actor, reason) for dl_id in ids]
 
 
 async def replay_matching(store: Store, bus: Bus, route: str | None, since: datetime | None, actor: str,
                           reason: str, limit: int = 10_000) -> list[ReplayResult]:
-    letters = await asyncio.to_thread(store.list, route=route, status="pending", since=since, limit=limit)
+    """Every pending letter of ``route`` failed since ``since``, oldest first, without the needs-fix guard.
+
+    Kept for callers that predate ``operations.replay_letters`` (which applies
+    the guard, the rate and the other filters).
+    """
+    flt = DeadLetterFilter(route=route, status="pending", since=since)
+    letters = await asyncio.to_thread(store.list, limit=limit, **flt.store_args())
     results = []
     for dl in sorted(letters, key=lambda d: (d.first_failed_at, d.offset)):  # oldest first: keep order
         results.append(await replay_one(store, bus, dl.id, actor, reason))

@@ -24,6 +24,8 @@ DEFAULT_CODES: dict[int, str] = {
 
 
 class HttpError(Exception):
+    """A refusal raised anywhere in a handler; the app turns it into its JSON error response."""
+
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
                  body: dict[str, Any] | None = None) -> None:
         self.status = status
@@ -49,7 +51,7 @@ def code_for(status: int) -> str:
 
 
 def error_body(status: int, code: str, message: str) -> bytes:
-    return json.dumps({"error": code, "message": message, "status": status}).encode()
+    return json.dumps({"error": code, "message": message, "status": status}, separators=(",", ":")).encode()
 
 
 def raw_error_response(status: int, code: str, message: str,

@@ -46,6 +46,7 @@ class FieldPlan:
     default: Any = None
     required: bool = False
     builder: Builder | None = None     # nested / each
+    cond: Callable[[Any, Any], bool] | None = None  # field-level `when`: (obj, root) -> keep the field?
 
 
 def text(value: Any) -> str:
@@ -58,6 +59,10 @@ def text(value: Any) -> str:
 
 def _required(name: str, source: str | None) -> MappingError:
     return MappingError(name, "required value is missing", source)
+
+
+def _required_empty(name: str, source: str | None) -> MappingError:
+    return MappingError(name, "required value is empty after the transform", source)
 
 
 def _nested_error(name: str, exc: MappingError) -> MappingError:
@@ -99,10 +104,11 @@ def _check_source(src: str) -> None:
 def generate_builder(plans: list[FieldPlan]) -> Builder:
     ns: dict[str, Any] = {
         "MISSING": MISSING, "MappingError": MappingError, "TransformError": TransformError,
-        "LookupMiss": LookupMiss, "text": text, "required": _required, "nested_error": _nested_error,
+        "LookupMiss": LookupMiss, "text": text, "required": _required, "required_empty": _required_empty,
+        "nested_error": _nested_error,
         "each_error": _each_error, "not_a_list": _not_a_list, "not_in_map": _not_in_map, "no_get": _no_get,
         "deepcopy": copy.deepcopy,
-        "dict_t": dict, "list_t": list, "str_t": str,
+        "dict_t": dict, "list_t": list, "str_t": str, "EMPTY": "",
     }
     lines = [
         "def build(obj, root):",
@@ -114,7 +120,11 @@ def generate_builder(plans: list[FieldPlan]) -> Builder:
         ns[f"N{i}"] = p.name
         ns[f"P{i}"] = p.source
         ns[f"D{i}"] = p.default
-        lines.extend("    " + line for line in _field_code(i, p, ns))
+        code = _field_code(i, p, ns)
+        if p.cond is not None:
+            ns[f"W{i}"] = p.cond
+            code = [f"if W{i}(obj, root):", *("    " + line for line in code)]
+        lines.extend("    " + line for line in code)
     lines.append("    return out")
     src = "\n".join(lines) + "\n"
     _check_source(src)
@@ -158,7 +168,10 @@ def _field_code(i: int, p: FieldPlan, ns: dict[str, Any]) -> list[str]:
             f"    raise nested_error(N{i}, exc) from None",
         ]
     code = _read_code(i, p, ns)
-    code.append("if v is None or v is MISSING:")
+    # required: absent, null and "" are all "no value" (DESIGN §4)
+    # (`not v` first: a present value, the common case, then costs one truth test)
+    code.append("if not v and (v is None or v is MISSING or v == EMPTY):" if p.required
+                else "if v is None or v is MISSING:")
     code.extend(_missing_code(i, p))
     code.append("else:")
     if p.kind == "nested":
@@ -202,6 +215,11 @@ def _field_code(i: int, p: FieldPlan, ns: dict[str, Any]) -> list[str]:
         f"        raise MappingError(N{i}, str(exc), P{i}) from None",
         "    else:",
     ]
+    if p.required:
+        code += [
+            "        if not v and (v is None or v == EMPTY):",
+            f"            raise required_empty(N{i}, P{i})",
+        ]
     return code + ["        " + line for line in assign]
 
 

@@ -7,14 +7,19 @@ walks a list of prepared steps.
 
 Field semantics (DESIGN §4):
 * a missing or null source value gives no target field, unless ``default``;
-  ``required: true`` makes it a mapping error;
+  ``required: true`` makes it, and the empty string, a mapping error;
+* a nested object is a nested mapping without spec keywords (or ``fields:``);
+  a field-level ``when`` leaves the field out when it is false;
 * the value goes through ``transform`` first, then through ``map``; a value not
   in ``map`` (or a lookup miss) takes ``default``, else it is a mapping error;
-* objects keep the field order of the mapping file.
+* objects keep the field order of the mapping file;
+* ``version`` equals the newest changelog entry's version.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +80,9 @@ class CompiledMapping:
     targets: list[CompiledTarget]
     source_format: str | None = None
     _decoders: dict[str, Codec] = field(default_factory=dict)
+    # issue 9 (hot reload): what the route was compiled from, so a reload swaps it when any of it changed
+    fingerprint: str = ""                # sha256 of the mapping text + the schemas and lookup tables it uses
+    files: tuple[str, ...] = ()          # the files read: the mapping, its schemas and lookup tables
 
     @property
     def name(self) -> str:
@@ -145,6 +153,7 @@ class _Compiler:
         self.base = base  # the folder of the mapping file
         self.errors: list[ConfigError] = []
         self._lookups: LookupTables | None = None
+        self._schemas: list[CompiledSchema] = []  # issue 9: part of the fingerprint
 
     @property
     def lookups(self) -> LookupTables:
@@ -155,19 +164,21 @@ class _Compiler:
     def error(self, loc: tuple[Any, ...], message: str) -> None:
         self.errors.append(ConfigError(message, self.where(loc)))
 
-    def expression(self, source: str, loc: tuple[Any, ...]) -> Expression | None:
+    def expression(self, source: str, loc: tuple[Any, ...], *, boolean: bool = False) -> Expression | None:
         try:
-            return Expression(source)
+            return Expression(source, boolean=boolean)
         except ExpressionSpecError as exc:
             self.error(loc, f"bad CEL expression: {exc}")
             return None
 
     def schema(self, ref: str, loc: tuple[Any, ...]) -> CompiledSchema | None:
         try:
-            return load_schema(ref, self.base, which="output" if "target" in loc[:2] else "input")
+            schema = load_schema(ref, self.base, which="output" if "target" in loc[:2] else "input")
         except ConfigError as exc:
             self.error(loc, exc.message)
             return None
+        self._schemas.append(schema)
+        return schema
 
     def chain(self, text: str, loc: tuple[Any, ...]) -> Callable[[Any], Any] | None:
         try:
@@ -195,8 +206,12 @@ class _Compiler:
                 continue
             if isinstance(value, str):
                 plan = self.source_plan(name, "value", value, floc, _PLAIN)
+            elif isinstance(value, dict):  # a nested object written as a nested mapping
+                plan = FieldPlan(name, "nested", builder=self.object_builder(value, floc))
             else:
                 plan = self.field_plan(name, value, floc)
+                if plan is not None and value.when is not None:
+                    plan.cond = self.field_condition(name, value.when, (*floc, "when"))
             if plan is not None:
                 plans.append(plan)
         return generate_builder(plans)
@@ -216,6 +231,22 @@ class _Compiler:
         else:
             plan.getter = compile_getter(path)
         return plan
+
+    def field_condition(self, name: str, source: str, loc: tuple[Any, ...]) -> Callable[[Any, Any], bool] | None:
+        expr = self.expression(source, loc, boolean=True)
+        if expr is None:
+            return None
+
+        def keep(obj: Any, root: Any) -> bool:
+            try:
+                result = expr(root, obj if obj is not root else None)
+            except ExpressionError as exc:
+                raise MappingError(name, f"when: {exc}") from None
+            if result is True or result is False:
+                return result
+            raise MappingError(name, f"when: {source!r} gave {result!r}, not true or false")
+
+        return keep
 
     def field_plan(self, name: str, spec: FieldSpec, loc: tuple[Any, ...]) -> FieldPlan | None:
         given = spec.model_fields_set
@@ -254,10 +285,57 @@ class _Compiler:
 
     # -- whole file -----------------------------------------------------------
 
-    def compile(self, path: str) -> CompiledMapping:
+    def check_version(self) -> None:
+        """``version`` equals the newest changelog entry's (DESIGN §4): every change is recorded."""
+        log = self.spec.changelog
+        if not log:
+            return
+        newest = max(range(len(log)), key=lambda i: log[i].version)
+        if log[newest].version != self.spec.version:
+            self.error(("version",), f"version is {self.spec.version} but the newest changelog entry is "
+                                     f"version {log[newest].version}: add a changelog entry for version "
+                                     f"{self.spec.version} (what changed, why, who) or fix 'version'")
+        seen: dict[int, int] = {}
+        for i, entry in enumerate(log):
+            if entry.version in seen:
+                self.error(("changelog", i, "version"), f"changelog has two entries for version {entry.version}")
+            seen[entry.version] = i
+
+    def fingerprint(self, path: str, source: bytes | None) -> tuple[str, tuple[str, ...]]:
+        """(content hash, files read) of what this mapping was compiled from (issue 9, hot reload).
+
+        The supervisor swaps a route whose fingerprint changed, so it must cover
+        everything taken from disk: the mapping text as the loader read it, and
+        the schemas and lookup tables as they were compiled in. Those two are
+        hashed from their parsed content, not from a second read of the file:
+        a file saved between compiling and hashing could otherwise give an old
+        route a new file's fingerprint, and the next reload would see nothing
+        to swap. (A change of formatting or comments in them swaps nothing.)
+        """
+        digest = hashlib.sha256()
+
+        def part(kind: str, name: str, data: bytes) -> None:
+            digest.update(f"{kind}\0{name}\0{len(data)}\0".encode())
+            digest.update(data)
+
+        if source is None:  # compiled from a spec without its file: the spec is the content
+            source = json.dumps(self.spec.model_dump(mode="json"), sort_keys=True).encode()
+        part("mapping", path, source)
+        files = [path]
+        for schema in self._schemas:
+            part("schema", schema.path, _canonical(getattr(schema.validator, "schema", None)))
+            files.append(schema.path)
+        if self._lookups is not None:
+            for name, table_path in sorted(self._lookups.sources.items()):
+                part("lookup", name, _canonical(self._lookups.get(name)))  # cached: not read again
+                files.append(str(table_path))
+        return digest.hexdigest(), tuple(dict.fromkeys(files))
+
+    def compile(self, path: str, source: bytes | None = None) -> CompiledMapping:
         spec = self.spec
         input_schema = self.schema(spec.source.schema_, ("source", "schema")) if spec.source.schema_ else None
-        when = self.expression(spec.when, ("when",)) if spec.when else None
+        self.check_version()
+        when = self.expression(spec.when, ("when",), boolean=True) if spec.when else None
         key = None
         if spec.key:
             got = self.getter(spec.key, ("key",))
@@ -278,12 +356,14 @@ class _Compiler:
             except ConfigError as exc:
                 self.error((*tloc, "options"), exc.message)
                 continue
-            twhen = self.expression(t.when, (*tloc, "when")) if t.when else None
+            twhen = self.expression(t.when, (*tloc, "when"), boolean=True) if t.when else None
             tschema = self.schema(t.schema_, (*tloc, "schema")) if t.schema_ else None
             targets.append(CompiledTarget(i, t.sink, t.format, codec, twhen, tschema, t))
         if self.errors:
             raise ConfigErrors(self.errors)
-        return CompiledMapping(spec, path, input_schema, when, key, build, targets, spec.source.format)
+        fingerprint, files = self.fingerprint(path, source)
+        return CompiledMapping(spec, path, input_schema, when, key, build, targets, spec.source.format,
+                               fingerprint=fingerprint, files=files)
 
 
 _PLAIN = FieldSpec.model_validate({"from": "x"})  # a plain path: no default, not required
@@ -299,5 +379,11 @@ def _expr_reader(name: str, expr: Expression) -> Callable[[Any, Any], Any]:
     return read
 
 
-def compile_spec(spec: MappingSpec, path: str, where: Where, base: Path) -> CompiledMapping:
-    return _Compiler(spec, where, base).compile(path)
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+
+
+def compile_spec(spec: MappingSpec, path: str, where: Where, base: Path, *, source: bytes | None = None
+                 ) -> CompiledMapping:
+    """``source``: the mapping file's bytes as read, for the fingerprint (else the spec stands in)."""
+    return _Compiler(spec, where, base).compile(path, source)

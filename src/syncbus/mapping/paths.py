@@ -51,7 +51,7 @@ def parse_path(text: str) -> Path:
         if not m or (expect_dot and m.group(1)):
             raise PathError(f"bad source path {text!r} at character {pos + 1}")
         if m.group(1) is not None:
-            seg: str | int = m.group(1)
+            seg: str = m.group(1)
             if seg.strip() != seg:
                 raise PathError(f"bad source path {text!r}: spaces around {seg.strip()!r}")
             # `lines.0.sku` is accepted as well as `lines[0].sku`

@@ -114,6 +114,50 @@ def test_files(path: Path) -> list[Path]:
     return []
 
 
+def check_test_file(path: Path, mapping_names: dict[str, Path] | None = None) -> list[ConfigError]:
+    """Everything wrong with one test file that can be seen without running it, as file:line errors.
+
+    Unknown keys, a mapping that does not exist, input and golden files that
+    are missing. ``syncbus validate`` reports these instead of a test file
+    being silently skipped; ``mapping_names`` (name -> file) checks ``mapping:``.
+    """
+    try:
+        doc = load_yaml_file(path)
+    except ConfigError as exc:
+        return [exc]
+    if not isinstance(doc.data, dict):
+        return [doc.error((), "a mapping test file is a YAML mapping with 'mapping:' (or 'file:') and 'cases:'")]
+    try:
+        spec = TestFile.model_validate(doc.data)
+    except ValidationError as exc:
+        return validation_errors(doc, exc).errors
+    errors: list[ConfigError] = []
+    if spec.file is not None and not (path.parent / spec.file).is_file():
+        errors.append(doc.error(("file",), f"mapping file {spec.file!r} not found next to the test file"))
+    if spec.mapping is not None and mapping_names is not None and spec.mapping not in mapping_names:
+        known = ", ".join(sorted(mapping_names)) or "none"
+        errors.append(doc.error(("mapping",), f"no mapping named {spec.mapping!r} (known: {known})"))
+    for i, case in enumerate(spec.cases):
+        for key in ("input_file", "expected_body_file"):
+            ref = getattr(case, key)
+            if ref is not None and not (path.parent / ref).is_file():
+                errors.append(doc.error(("cases", i, key), f"{key} {ref!r} not found (relative to the test file)"))
+    return errors
+
+
+def mapping_names(config_dir: Path) -> dict[str, Path]:
+    """Mapping name -> file for the mappings of a config dir (read, not compiled)."""
+    out: dict[str, Path] = {}
+    for p in mapping_files(config_dir):
+        try:
+            data = load_yaml_file(p).data
+        except ConfigError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("mapping"), str):
+            out.setdefault(data["mapping"], p)
+    return out
+
+
 def run_tests(path: Path, config_dir: Path) -> TestReport:
     report = TestReport()
     by_name: dict[str, Path] | None = None
@@ -148,16 +192,9 @@ def run_tests(path: Path, config_dir: Path) -> TestReport:
 
 
 def _index(config_dir: Path, test_file: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    dirs = [config_dir, test_file.parent.parent.parent]
-    for d in dirs:
-        for p in mapping_files(d):
-            try:
-                data = load_yaml_file(p).data
-            except ConfigError:
-                continue
-            if isinstance(data, dict) and isinstance(data.get("mapping"), str):
-                out.setdefault(data["mapping"], p)
+    out = mapping_names(config_dir)
+    for name, p in mapping_names(test_file.parent.parent.parent).items():
+        out.setdefault(name, p)
     return out
 
 

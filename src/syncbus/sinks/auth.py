@@ -64,21 +64,21 @@ class OAuth2ClientCredentials(_Strict):
 class BearerAuth(_Strict):
     """A fixed bearer token: ``Authorization: Bearer <token>``."""
 
-    token: SecretStr
+    token: SecretStr = Field(description="The token (from the environment only: token_env: VAR).")
 
 
 class BasicAuth(_Strict):
     """HTTP Basic: ``Authorization: Basic base64(username:password)``."""
 
-    username: str
-    password: SecretStr
+    username: str = Field(description="User name.")
+    password: SecretStr = Field(description="Password (from the environment only: password_env: VAR).")
 
 
 class ApiKeyAuth(_Strict):
     """A key in a header of your choice."""
 
     header: str = Field("X-API-Key", description="Header name to carry the key.")
-    value: SecretStr
+    value: SecretStr = Field(description="The key (from the environment only: value_env: VAR).")
 
 
 class HttpAuth(_Strict):

@@ -136,6 +136,10 @@ class KafkaSink(BaseSink):
 
     Config: ClassVar[type[KafkaSinkConfig]] = KafkaSinkConfig
     config: KafkaSinkConfig
+    examples: ClassVar[list[dict[str, Any]]] = [
+        {"name": "finance-review", "type": "kafka", "bootstrap_env": "KAFKA_BOOTSTRAP", "topic": "finance.review",
+         "key": "record", "retry": {"attempts": 4, "initial": "500ms", "max": "30s"}},
+    ]
 
     def __init__(self, config: KafkaSinkConfig | Mapping[str, Any]) -> None:
         super().__init__(config)

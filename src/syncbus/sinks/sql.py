@@ -156,7 +156,7 @@ class SqlSink(BaseSink):
          "batch_size": 500, "batch_linger": "20ms",
          "connect_args": {"sslmode": "verify-full", "sslrootcert": "/etc/syncbus/finance-ca.pem"},
          "retry": {"attempts": 4, "initial": "1s", "max": "60s"}},
-        {"name": "sandbox-orders", "type": "sql", "url": "sqlite:////var/lib/syncbus/sandbox.db",
+        {"name": "sandbox-orders", "type": "sql", "url_env": "SANDBOX_DB_URL",
          "table": "orders", "mode": "insert", "create_table": True},
     ]
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Text, cast, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -156,11 +156,11 @@ class DeadLetterStore(Database):
         with self._tx() as conn:
             return int(conn.execute(query).scalar_one())
 
-    @staticmethod
-    def _filters(route: str | None, status: str | None, since: datetime | None, *, reason: str | None = None,
+    def _filters(self, route: str | None, status: str | None, since: datetime | None, *, reason: str | None = None,
                  sink: str | None = None, until: datetime | None = None, key: str | None = None,
                  text: str | None = None) -> list[Any]:
         conds: list[Any] = []
+        sqlite_text = self.is_sqlite
         if route is not None:
             conds.append(dead_letters.c.route == route)
         if status is not None:
@@ -184,8 +184,10 @@ class DeadLetterStore(Database):
         if text:
             escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern = f"%{escaped}%"
-            conds.append(or_(dead_letters.c.value.like(pattern.encode("utf-8"), escape="\\"),
-                             dead_letters.c.error.like(pattern, escape="\\")))
+            # SQLite's LIKE never matches a BLOB: compare the payload as text there
+            value = dead_letters.c.value if not sqlite_text else cast(dead_letters.c.value, Text)
+            needle: Any = pattern if sqlite_text else pattern.encode("utf-8")
+            conds.append(or_(value.like(needle, escape="\\"), dead_letters.c.error.like(pattern, escape="\\")))
         return conds
 
     def pending_summary(self) -> tuple[dict[str, int], dict[str, float]]:

@@ -9,10 +9,12 @@ part of this class, so there is one connection pool and one ``create_all``.
 
 from __future__ import annotations
 
+from .checkpoints import CheckpointStore
 from .idempotency import IdempotencyStore
 from .outcomes import OutcomeStore
 from .trace import TraceStore
+from .versions import VersionStore  # issue 10: mapping versions, change audit, shadow results
 
 
-class Store(OutcomeStore, TraceStore, IdempotencyStore):
-    """Dead letters, outcomes, trace, idempotency keys -- see the parts' modules."""
+class Store(OutcomeStore, TraceStore, IdempotencyStore, CheckpointStore, VersionStore):
+    """Dead letters, outcomes, trace, idempotency keys, checkpoints -- see the parts' modules."""

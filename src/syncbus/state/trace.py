@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, insert, select
 
+from . import crypto  # issue 12: trace details encrypted at rest (SYNCBUS_DATA_KEYS); legacy rows pass through
 from .db import Database, StoreError
 from .models import STAGES, TraceEvent, as_utc
 from .tables import trace_events
@@ -42,8 +43,9 @@ class TraceStore(Database):
             if row[2] not in STAGES:
                 raise StoreError(f"trace event for record {row[0]!r}: unknown stage {row[2]!r} "
                                  f"(expected one of {', '.join(sorted(STAGES))})")
+        seal = crypto.codec().seal_json  # issue 12
         if self._engine.dialect.name != "sqlite":
-            values = [{"record_id": r[0], "route": r[1], "stage": r[2], "detail": dict(r[4]),
+            values = [{"record_id": r[0], "route": r[1], "stage": r[2], "detail": seal(dict(r[4])),  # issue 12
                        "at": datetime.fromtimestamp(r[3], UTC)} for r in rows]
             with self._tx(engine=self._trace_write_engine) as conn:
                 conn.execute(insert(trace_events), values)
@@ -51,7 +53,7 @@ class TraceStore(Database):
         fromts = datetime.fromtimestamp
         dumps = orjson.dumps
         values = [(r[0], r[1], r[2], fromts(r[3], UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),
-                   dumps(r[4], default=str).decode()) for r in rows]
+                   dumps(seal(r[4]), default=str).decode()) for r in rows]  # issue 12
         with self._tx(engine=self._trace_write_engine) as conn:
             conn.exec_driver_sql(
                 "INSERT INTO trace_events (record_id, route, stage, at, detail) VALUES (?, ?, ?, ?, ?)", values)
@@ -61,7 +63,8 @@ class TraceStore(Database):
                  .order_by(trace_events.c.at, trace_events.c.seq))
         with self._tx(engine=self._trace_engine) as conn:
             return [TraceEvent(record_id=r.record_id, route=r.route, stage=r.stage, at=r.at,
-                               detail=dict(r.detail or {})) for r in conn.execute(query)]
+                               detail=dict(crypto.open_json(r.detail or {})))  # issue 12
+                    for r in conn.execute(query)]
 
     def find_record_ids(self, prefix: str, limit: int = 20) -> list[str]:
         """Record ids starting with ``prefix`` (so people can type a short id)."""
