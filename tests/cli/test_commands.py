@@ -186,6 +186,7 @@ def test_run_with_a_sink_that_cannot_start_is_one_line(cli, config, tmp_path):
     assert run.code == 1
     assert "Traceback" not in run.out + run.err
     assert "error: finance-vouchers: table vouchers does not exist" in run.err
+    assert len(run.err.strip().splitlines()) == 1, run.err     # one line: no banner, no traceback, no noise
 
 
 # -- mapping language (issue 8): validate checks more, map ends with a newline -----------------------------

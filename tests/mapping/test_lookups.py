@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,12 +219,19 @@ def test_directories_and_fifos_are_not_read(tmp_path: Path) -> None:
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
+    """Root reads any file, so as root the check runs in a child without the capabilities that allow it."""
     path = write(tmp_path, "t.yaml", "a: 1\n")
     path.chmod(0)
     try:
-        if os.access(path, os.R_OK):
-            pytest.skip("running as root: permissions are not enforced")
-        assert str(load_error(tmp_path, "t")) == f"{path}: cannot read lookup table: Permission denied"
+        code = ("import sys; from pathlib import Path; from syncbus.mapping.lookups import LookupTables\n"
+                "try:\n    LookupTables(Path(sys.argv[1])).get('t')\nexcept Exception as e:\n    print(e)")
+        cmd = [sys.executable, "-c", code, str(tmp_path)]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            assert setpriv, "setpriv (util-linux) is needed to test permissions as root"
+            cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *cmd]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == f"{path}: cannot read lookup table: Permission denied", out.stdout + out.stderr
     finally:
         path.chmod(0o644)
 
