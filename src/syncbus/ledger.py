@@ -125,6 +125,13 @@ def compute(entries: Sequence[BusEntry], routes: Mapping[str, str], offsets: Gro
     return report
 
 
+def scope(project: Any, source: str | None = None) -> tuple[dict[str, str], list[str]]:
+    """(route → topic, source topics) the ledger accounts for; shadows deliver nothing, so they have no fate."""
+    routes = {name: m.topic for name, m in project.mappings.items() if not getattr(m.spec, "shadow_of", None)}
+    topics = [c.config.topic for c in project.connectors.sources.values() if source is None or c.name == source]
+    return routes, topics
+
+
 async def build(store: Store, bus_url: str, routes: Mapping[str, str], topics: Sequence[str], *,
                 since: float, until: float | None = None, source: str | None = None,
                 grace: float = 600.0) -> LedgerReport:

@@ -18,6 +18,7 @@ H_DEAD_LETTER = "syncbus-dead-letter"  # id of the dead letter a replay came fro
 H_FILE = "syncbus-file"                # a row's file (file_drop) ...
 H_LINE = "syncbus-line"                # ... and line (1-based, a CSV header is line 1), or a batch row's line
 H_INDEX = "syncbus-index"              # a JSON array element's index in its batch
+H_MAPPING_VERSION = "syncbus-mapping-version"  # a replay mapped with this version from history
 H_MALFORMED = "syncbus-malformed"      # a row its source could not parse: "<file>:<line>: <why>"; value = raw
 
 

@@ -25,12 +25,12 @@ from datetime import timedelta
 from typing import Any
 
 from .bus.base import Bus, Consumer
-from .changes.versioned import H_MAPPING_VERSION, mapping_for_record  # issue 10
+from .changes.versioned import mapping_for_record
 from .dlq.writer import DeadLetterWriter
 from .errors import DecodeError, EncodeError, MappingError, SchemaError, SyncbusError
 from .mapping.compiler import CompiledMapping, Output
 from .metrics import Metrics
-from .record import H_DEAD_LETTER, H_MALFORMED, H_REPLAY_ROUTE, H_REPLAY_SINK, Record
+from .record import H_DEAD_LETTER, H_MALFORMED, H_MAPPING_VERSION, H_REPLAY_ROUTE, H_REPLAY_SINK, Record
 from .sinks.base import Delivery, Sink
 from .sinks.retry import DeliveryFailed
 from .state.models import utcnow

@@ -23,10 +23,10 @@ from typing import Any
 
 from ..errors import SyncbusError
 from ..mapping.compiler import CompiledMapping
+from ..record import H_MAPPING_VERSION
 from ..state.versions import VersionNotFound
 from .history import compile_text
 
-H_MAPPING_VERSION = "syncbus-mapping-version"
 CACHE_SIZE = 32
 
 _cache: OrderedDict[tuple[str, str, str], CompiledMapping] = OrderedDict()

@@ -383,16 +383,13 @@ def ledger(
     import asyncio
 
     from ..dlq.replay import parse_since
-    from ..ledger import build, render_text
+    from ..ledger import build, render_text, scope
     from ..project import load_project
     from ..units import parse_duration
 
     settings = _settings(config_dir, bus, store)
     project = load_project(settings.config_dir, strict_env=False)
-    routes = {name: m.topic for name, m in project.mappings.items()
-              if not getattr(m.spec, "shadow_of", None)}  # issue 10: a shadow delivers nothing, it has no fate
-    topics = [c.config.topic for c in project.connectors.sources.values()
-              if source is None or c.name == source]
+    routes, topics = scope(project, source)
     if source is not None and not topics:
         raise SyncbusError(f"no source named {source!r} (known: {', '.join(sorted(project.connectors.sources))})")
     try:

@@ -123,7 +123,7 @@ async def ledger(request: Request) -> Response:
     session = current_session(request)
     if session is None:
         return to_login(request)
-    from ..ledger import FATES, build
+    from ..ledger import FATES, build, scope
 
     rt = runtime(request)
     sources = sorted(rt.project.connectors.sources)
@@ -135,9 +135,7 @@ async def ledger(request: Request) -> Response:
     else:
         try:
             since_at = parse_time(since, "since").timestamp()
-            routes = {name: m.topic for name, m in rt.project.mappings.items()}
-            topics = [c.config.topic for c in rt.project.connectors.sources.values()
-                      if source is None or c.name == source]
+            routes, topics = scope(rt.project, source)
             report = await build(rt.store, rt.bus.url, routes, topics, since=since_at, source=source,
                                  grace=parse_duration(LEDGER_GRACE))
         except FilterError as exc:

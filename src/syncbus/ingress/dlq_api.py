@@ -252,7 +252,7 @@ async def get_ledger(request: Request, source: str | None = None, since: str = "
                      grace: str = "10m") -> JSONResponse:
     """As ``syncbus ledger --json``; 200 either way -- ``ok`` says whether every record has a fate."""
     _admin(request)
-    from ..ledger import build
+    from ..ledger import build, scope
     from ..units import parse_duration
 
     rt = request.app.state.runtime
@@ -265,8 +265,7 @@ async def get_ledger(request: Request, source: str | None = None, since: str = "
         grace_s = parse_duration(grace)
     except (SyncbusError, ValueError) as exc:
         raise HttpError(400, "bad_request", str(exc)) from None
-    routes = {name: m.topic for name, m in project.mappings.items()}
-    topics = [c.config.topic for c in project.connectors.sources.values() if source is None or c.name == source]
+    routes, topics = scope(project, source)
     report = await build(rt.store, rt.bus.url, routes, topics, since=since_at, until=until_at, source=source,
                          grace=grace_s)
     return JSONResponse(report.to_json())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ..record import H_DEAD_LETTER, H_REPLAY_ROUTE, H_REPLAY_SINK, Record, new_id
+from ..record import H_DEAD_LETTER, H_MAPPING_VERSION, H_REPLAY_ROUTE, H_REPLAY_SINK, Record, new_id
 
 Reason = Literal["schema", "mapping", "delivery", "decode"]
 Status = Literal["pending", "replaying", "replayed", "discarded", "delivered"]
@@ -108,6 +108,7 @@ class DeadLetter:
         # the replay markers belong to one replay, not to the record
         headers.pop(H_REPLAY_ROUTE, None)
         headers.pop(H_REPLAY_SINK, None)
+        headers.pop(H_MAPPING_VERSION, None)   # a versioned replay chose that version once, not for good
         return cls(route=route, reason=reason, error=error, value=record.value, attempts=attempts,
                    first_failed_at=when, last_failed_at=when, mapping_version=mapping_version, sink=sink,
                    record_id=record.id, topic=record.topic, partition=record.partition,
