@@ -1,4 +1,4 @@
-"""`make bench`: the mapping hot path, then the runtime on Kafka and on the embedded bus."""
+"""`make bench`: the mapping hot path, the runtime on Kafka and on the embedded bus, the SQL flow."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ def main() -> None:
     import runtime_bench
 
     runtime_bench.main()
+    import sql_flow_bench  # ERP → finance: sql_poll → map → sql upsert on PostgreSQL
+
+    sql_flow_bench.main()
 
 
 if __name__ == "__main__":

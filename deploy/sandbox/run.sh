@@ -13,8 +13,9 @@ export ERP_ORDERS_URL=http://127.0.0.1:${SANDBOX_PORT:-8081}/erp/orders
 export ERP_TOKEN_URL=http://127.0.0.1:${SANDBOX_PORT:-8081}/oauth/token
 export ERP_CLIENT_ID=syncbus ERP_CLIENT_SECRET=sandbox-secret
 export FINANCE_PREREVIEW_URL=http://127.0.0.1:${SANDBOX_PORT:-8081}/finance/prereview
-export FINANCE_DB_URL="sqlite:///$PWD/var/sandbox/finance.db"
-export ERP_DSN="sqlite:///$PWD/var/sandbox/erp.db"            # ERP -> finance: fi_postings, polled nightly
+# ERP -> finance: the sandbox's SQLite files, unless set (e.g. to databases of `make postgres-up`)
+export FINANCE_DB_URL="${FINANCE_DB_URL:-sqlite:///$PWD/var/sandbox/finance.db}"
+export ERP_DSN="${ERP_DSN:-sqlite:///$PWD/var/sandbox/erp.db}"
 export HR_DROP_DIR="$PWD/var/sandbox/hr-drop"          # OA ↔ HR: syncbus writes HR's files here,
 export OA_OUTBOX_DIR="$PWD/var/sandbox/oa-outbox"      # reads the OA's exports from here,
 export HR_OUTBOX_DIR="$PWD/var/sandbox/hr-outbox"      # HR's changes from here,

@@ -66,4 +66,5 @@ def test_schema_describes_options() -> None:
     generate = schema["$defs"]["source.generate"]
     assert generate["properties"]["count"]["description"].startswith("How many records exist")
     assert generate["properties"]["count_env"]["type"] == "string"
-    assert schema["$defs"]["source"]["properties"]["type"]["enum"] == ["generate", "http_ingress"]
+    assert schema["$defs"]["source"]["properties"]["type"]["enum"] == sorted(
+        ["generate", "http_ingress", "sql_poll", "file_drop", "http_poll", "kafka"])

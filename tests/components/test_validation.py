@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from syncbus.components.registry import registry
 from syncbus.config import load_connector_file, load_connectors
 from syncbus.errors import ConfigErrors
 from syncbus.sinks.http import HttpSinkConfig
@@ -169,7 +170,7 @@ def test_duplicates_and_shape(tmp_path: Path) -> None:
         "3:6: source 'a' is declared twice (first in " + str(path) + ")",
         "4:5: source needs a 'name'",
         "5:5: each entry of 'sources' must be a mapping",
-        "6:5: source 'x' needs a 'type' (known: generate, http_ingress)",
+        f"6:5: source 'x' needs a 'type' (known: {', '.join(registry().known('source'))})",
         "7:1: unknown key 'extra' (expected 'sources' or 'sinks')",
     ]
 

@@ -196,6 +196,22 @@ async def test_what_the_query_does_not_return_is_named(erp: Erp, make: Make) -> 
         assert list(orjson.loads(record.value))[-2:] == ["sgtxt", "sgtxt:1"]
 
 
+@pytest.mark.postgres
+async def test_the_connection_is_read_only(pg_url: str) -> None:
+    erp = Erp(pg_url)
+    with erp.engine.begin() as conn:
+        conn.execute(sa.text("CREATE SEQUENCE s"))
+    erp.add(("A", 1, 1))
+    source = SqlPollSource({"name": "erp", "type": "sql_poll", "topic": "t", "dsn": pg_url, "watermark": "changed_at",
+                            "query": "SELECT nextval('s') AS n, * FROM postings"})
+    try:
+        with pytest.raises(QueryError, match="read-only transaction"):
+            await source.poll(None, full=True, limit=10)
+    finally:
+        await source.stop()
+        erp.close()
+
+
 async def test_a_cursor_of_another_kind_is_refused(erp: Erp, make: Make) -> None:
     with pytest.raises(CursorError, match="sync --full erp"):
         await make().poll(42, full=False, limit=10)

@@ -41,6 +41,7 @@ class FieldPlan:
     read: Callable[[Any, Any], Any] | None = None  # expr: (obj, root) -> value
     const: Any = None
     chain: Callable[[Any], Any] | None = None
+    chain_text: str | None = None      # the transform as written (xmlgen.py may use a faster equal)
     table: dict[str, Any] | None = None
     has_default: bool = False
     default: Any = None
@@ -131,6 +132,7 @@ def generate_builder(plans: list[FieldPlan]) -> Builder:
     exec(compile(src, "<syncbus mapping builder>", "exec"), ns)
     build: Builder = ns["build"]
     build.__doc__ = "Generated: " + ", ".join(p.name for p in plans)
+    build.plans = tuple(plans)  # type: ignore[attr-defined]  # read by xmlgen.py: the shape of the output
     return build
 
 

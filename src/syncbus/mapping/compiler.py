@@ -29,6 +29,7 @@ from ..errors import ConfigError, ConfigErrors, Location, MappingError
 from ..formats import Codec, make_codec
 from .codegen import Builder, FieldPlan, Kind, generate_builder, text
 from .expressions import Expression, ExpressionError, ExpressionSpecError
+from .fastmap import map_fast  # issue 11
 from .lookups import LookupTables
 from .paths import MISSING, PathError, compile_getter, parse_path
 from .schemas import CompiledSchema, load_schema
@@ -83,6 +84,14 @@ class CompiledMapping:
     # issue 9 (hot reload): what the route was compiled from, so a reload swaps it when any of it changed
     fingerprint: str = ""                # sha256 of the mapping text + the schemas and lookup tables it uses
     files: tuple[str, ...] = ()          # the files read: the mapping, its schemas and lookup tables
+    # issue 11: per target, a generated XML writer (xmlgen.py) or None; () when no target has one
+    writers: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from .xmlgen import xml_writer
+
+        writers = tuple(xml_writer(self.build, t.codec) if t.format == "xml" else None for t in self.targets)
+        self.writers = writers if any(w is not None for w in writers) else ()
 
     @property
     def name(self) -> str:
@@ -123,6 +132,10 @@ class CompiledMapping:
             if value is MISSING or value is None:
                 raise MappingError("key", "the record key is missing", self.spec.key)
             key = value if type(value) is str else text(value)
+        if self.writers:  # issue 11: the generated writers (fastmap.py); None -> the general path below
+            fast = map_fast(self, obj, key, self.writers)
+            if fast is not None:
+                return fast
         mapped = self.build(obj, obj)
         outputs: list[Output] = []
         for target in self.targets:
@@ -278,6 +291,7 @@ class _Compiler:
                 return None
         if spec.transform:
             plan.chain = self.chain(spec.transform, (*loc, "transform"))
+            plan.chain_text = spec.transform  # issue 11: xmlgen.py may run a faster equal (faststeps.py)
             if plan.chain is None:
                 return None
         plan.table = spec.map

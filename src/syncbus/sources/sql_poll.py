@@ -195,10 +195,13 @@ class SqlPollSource(PollSource):
     ISO 8601 text, never binary floats. The first run of a source (no stored
     cursor) and `syncbus sync --full` load every row; later runs read only
     rows after the cursor -- the last (watermark, key) published -- so rows
-    with equal watermarks are neither lost nor doubled. A database that is
-    down makes the poll fail: the runner retries with backoff, the cursor
-    stays. PostgreSQL and SQLite are tested; any SQLAlchemy database with
-    row-value comparison should work.
+    with equal watermarks are neither lost nor doubled, as long as rows that
+    arrive later with the last watermark read sort after it by key (growing
+    document numbers). A row committed late with an older watermark is seen
+    only by a full load; `syncbus reconcile` finds such gaps. A database
+    that is down makes the poll fail: the runner retries with backoff, the
+    cursor stays. The connection is read-only. PostgreSQL and SQLite are
+    tested; any SQLAlchemy database with row-value comparison should work.
     """
 
     Config: ClassVar[type[SourceConfig]] = SqlPollConfig
