@@ -90,6 +90,7 @@ class Metrics:
         self.e2e_for = cache(lambda route: self.end_to_end.labels(route))
         self.dead_for = cache(lambda route, reason: self.dead_letters.labels(route, reason))
         self.last_success_for = cache(lambda route: self.last_success.labels(route))
+        self.duplicates_dropped_for = cache(lambda route: self.duplicates_dropped.labels(route))
         self.rejected_for = cache(lambda source, reason: self.ingress_rejected.labels(source, reason))
 
     def set_route(self, route: str, version: int, owner: str) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from .bus.base import Bus, Consumer
 from .changes.versioned import mapping_for_record
+from .dedupe import Deduper
 from .dlq.writer import DeadLetterWriter
 from .errors import DecodeError, EncodeError, MappingError, SchemaError, SyncbusError
 from .mapping.compiler import CompiledMapping, Output
@@ -102,6 +103,8 @@ class Route:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._outcomes: list[tuple[Record, Outcome]] = []
+        spec = mapping.spec.dedupe
+        self._dedupe = Deduper(spec.window, spec.compare) if spec is not None else None
 
     # -- loop -------------------------------------------------------------------
 
@@ -204,6 +207,12 @@ class Route:
         if result.skipped:
             router.metrics.skipped_for(self.name).inc()
             router.trace.add(record.id, "skipped", self.name)
+            self._finished(record, "skipped")
+            return
+        if (self._dedupe is not None and replay_route is None
+                and self._dedupe.is_duplicate(result.key if result.key is not None else record.key, record.value)):
+            router.metrics.duplicates_dropped_for(self.name).inc()
+            router.trace.add(record.id, "duplicate", self.name)
             self._finished(record, "skipped")
             return
         outputs = result.outputs

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from typing_extensions import TypeAliasType
 
+from ..units import Duration
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -36,6 +38,15 @@ class ChangelogEntry(_Strict):
     by: str = Field(description="Who made the change.")
     reason: str = Field(description="Why the change was made.")
     approved_by: str | None = Field(None, description="Who approved the change (process owner sign-off).")
+
+
+class DedupeSpec(_Strict):
+    """Drop a record that repeats one seen within ``window`` (same key and, by default, same content)."""
+
+    window: Duration = Field(gt=0, description="How long a record is remembered, e.g. 10m.")
+    compare: Literal["content", "key"] = Field(
+        "content", description="content: same key AND same content is a duplicate (updates go through); "
+                               "key: the key alone identifies a record.")
 
 
 class SourceSpec(_Strict):
@@ -211,6 +222,7 @@ class MappingSpec(_Strict):
     source: SourceSpec
     when: str | None = Field(None, description="CEL filter; records for which it is false are skipped.")
     key: str | None = Field(None, description="Source path of the record key; default: the bus key.")
+    dedupe: DedupeSpec | None = Field(None, description="Drop duplicate records within a window (needs a key).")
     shadow_of: str | None = Field(  # issue 10: a parallel run that compares, never delivers
         None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="Run as a shadow of this live route: map the same records, compare, never deliver.")
