@@ -30,24 +30,27 @@ _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/
 # Status → (component name, description).
 ERRORS: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "Malformed request: invalid HTTP, body or header, or a query parameter out of bounds"),
-    401: ("Unauthorized", "No API key: send X-API-Key or Authorization: Bearer"),
-    403: ("Forbidden", "The API key is not accepted here (or no admin keys are set)"),
+    401: ("Unauthorized", "No API key (send X-API-Key or Authorization: Bearer), or an invalid or expired token"),
+    403: ("Forbidden", "The key is not accepted here, lacks the scope, or the client address is not allowed"),
     404: ("NotFound", "No such source, dead letter, trace or endpoint"),
-    409: ("Conflict", "The dead letter is no longer pending; the body names its current status"),
+    409: ("Conflict", "The dead letter is no longer pending (the body names its current status), or a request "
+                      "with the same Idempotency-Key is still in progress"),
     413: ("PayloadTooLarge", "The body is over the source's limit (1 MiB unless configured)"),
     415: ("UnsupportedMediaType", "Content-Type not accepted"),
     422: ("Unprocessable", "Well-formed but not acceptable: wrong shape, too deep, an Idempotency-Key reused "
                           "with another body, invalid JSON request fields"),
+    429: ("TooManyRequests", "Over the rate limit of the source or the key; see Retry-After"),
     431: ("HeadersTooLarge", "Request headers over the server's size or count limit"),
     503: ("Unavailable", "Overloaded (connection limit) or the bus cannot take the record; retry later"),
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    429: {"Retry-After": {"schema": {"type": "integer"}}},
     503: {"Retry-After": {"schema": {"type": "integer"}}},
 }
 
-INGRESS_STATUSES = (400, 401, 403, 404, 413, 415, 422, 431, 503)
-ADMIN_STATUSES = (400, 401, 403, 404, 431, 503)
+INGRESS_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429, 431, 503)
+ADMIN_STATUSES = (400, 401, 403, 404, 429, 431, 503)
 PUBLIC_STATUSES = (400, 431, 503)
 ADMIN_PREFIXES = ("/dlq", "/trace", "/ledger", "/admin")
 KEYS = [{"ApiKey": []}, {"Bearer": []}]
