@@ -196,9 +196,17 @@ def create_app(runtime: Any, manage_lifecycle: bool = True) -> FastAPI:
         checks = await runtime.readiness()
         ok = all(checks.values())
         body: dict[str, Any] = {"status": "ready" if ok else "not ready", "checks": checks}
+        details: dict[str, Any] = {}
         reloader = getattr(runtime, "reloader", None)
         if reloader is not None:  # issue 9: a refused reload shows here but does not flip readiness (reload.py)
-            body["details"] = {"config": reloader.status()}
+            details["config"] = reloader.status()
+        supervisor = getattr(runtime, "supervisor", None)
+        if supervisor is not None:
+            # a poll source whose system is down (e.g. the ERP database) is reported, not made a reason to take
+            # the node out of rotation: ingress and the other routes still work
+            details["sources"] = supervisor.status()["sources"]
+        if details:
+            body["details"] = details
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.post("/admin/reload", summary="Reload mappings and connectors now (as on SIGHUP or a file change)",
