@@ -46,7 +46,7 @@ Prints one table (medians over the rounds; the ratio is the median of the
 per-round ratios to syncbus of the same round) and writes it to
 var/bench-peers.md and, with every round, var/bench-peers.json::
 
-    .venv/bin/python bench/peers/run.py [--rounds 3] [--map-records 100000] [--http-records 20000]
+    .venv/bin/python bench/peers/run.py [--rounds 3] [--map-records 250000] [--http-records 20000] [--check-only]
 """
 
 from __future__ import annotations
@@ -203,13 +203,21 @@ class Tool:
     cwd: Path
 
 
-def make_tools(work: Path, java_opts: list[str]) -> dict[str, Tool]:
+def syncbus_env(src: str | None) -> dict[str, str]:
+    """The environment of syncbus's processes: ``--syncbus-src`` (a copy of src/) first on the path, if given."""
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(src).resolve()), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def make_tools(work: Path, java_opts: list[str], syncbus_src: str | None = None) -> dict[str, Tool]:
     mapping_file = write_bench_mapping(work / "syncbus-mapping")
     env = dict(os.environ)
     benthos_env = {**env, "MAPPING_FILE": str(BENTHOS_DIR / "mapping.blobl")}
     return {
         "syncbus": Tool("syncbus", lambda n: [PYTHON, str(HERE / "syncbus_stdin.py"), "--mapping", str(mapping_file)],
-                        env, ROOT),
+                        syncbus_env(syncbus_src), ROOT),
         "benthos": Tool("benthos", lambda n: [str(BENTHOS_BIN), "-c", str(BENTHOS_DIR / "mapping.yaml")],
                         benthos_env, BENTHOS_DIR),
         "camel": Tool("camel", lambda n: ["java", *java_opts, "-jar", str(CAMEL_JAR), "stdin", str(n)], env, ROOT),
@@ -544,7 +552,7 @@ def _wait_ready(server: Server, ready: Callable[[], bool], timeout: float = 120.
     raise BenchError(f"{server.name} not ready within {timeout:.0f} s:\n{server.tail()}")
 
 
-def start_syncbus(work: Path, target: str, extra: list[str]) -> Server:
+def start_syncbus(work: Path, target: str, extra: list[str], src: str | None = None) -> Server:
     cfg = work / "syncbus-run"
     write_bench_mapping(cfg / "mappings", topic="crm.orders")
     (cfg / "connectors").mkdir(parents=True, exist_ok=True)
@@ -567,7 +575,7 @@ def start_syncbus(work: Path, target: str, extra: list[str]) -> Server:
     proc = subprocess.Popen(
         [SYNCBUS, "run", "--config-dir", str(cfg), "--bus", f"embedded://{cfg}/bus.db", "--store",
          f"sqlite:///{cfg}/store.db", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra],
-        stdout=log_path.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log_path.open("ab"), stderr=subprocess.STDOUT, env=syncbus_env(src), start_new_session=True)
     server = Server("syncbus", proc, f"http://127.0.0.1:{port}/ingress/crm-orders", log_path)
     _wait_ready(server, lambda: _http("GET", f"http://127.0.0.1:{port}/readyz", timeout=2)[0] == 200)
     return server
@@ -757,7 +765,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         notes(results),
         "",
-        f"Versions: syncbus {v.get('syncbus')} (Python {v.get('python')}), Benthos {v.get('benthos')} "
+        f"Versions: syncbus {v.get('syncbus')} from {v.get('syncbus_src')}, Python {v.get('python')}; Benthos "
+        f"{v.get('benthos')} "
         f"({v.get('go')}), Apache Camel {v.get('camel')} ({v.get('java')}). Reference mapping "
         "crm-order-to-erp, XML target, no JSON Schemas; outputs checked equal as XML trees on "
         f"{results['args']['corpus_size']:,} generated orders and the golden order.",
@@ -785,6 +794,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="seconds an HTTP window stays open after delivery")
     parser.add_argument("--java-opts", default="", help="JVM options for Camel (default: none, the JVM's defaults)")
     parser.add_argument("--syncbus-args", default="", help="extra `syncbus run` options, e.g. --no-trace")
+    parser.add_argument("--syncbus-src", help="a copy of src/ to run syncbus from (a fixed version while src/ "
+                        "changes; default: the installed package)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the peers even if cached")
     parser.add_argument("--check-only", action="store_true", help="build and check equality, measure nothing")
     parser.add_argument("--out-md", default=str(VAR / "bench-peers.md"))
@@ -799,7 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "cpus": os.cpu_count(),
                                "loadavg_before": loadavg(), "args": vars(args), "host": platform.platform()}
-    versions: dict[str, Any] = {"python": platform.python_version(), "syncbus": _syncbus_version()}
+    versions: dict[str, Any] = {"python": platform.python_version(), "syncbus": _syncbus_version(),
+                                "syncbus_src": _source_digest(Path(args.syncbus_src) if args.syncbus_src
+                                                              else ROOT / "src")}
     builds: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="syncbus-peers-"))
     target: FastTarget | None = None
@@ -820,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"corpus: {args.corpus_size:,} orders ({approved:,} APPROVED) in {corpus_path.relative_to(ROOT)}")
         golden_line = work / "golden.jsonl"
         golden_line.write_bytes(one_line(GOLDEN_IN) + b"\n")
-        tools = {n: t for n, t in make_tools(work, java_opts).items() if n in names}
+        tools = {n: t for n, t in make_tools(work, java_opts, args.syncbus_src).items() if n in names}
 
         results["check"] = check_equality(tools, corpus_path, golden_line, args.corpus_size)
         if args.check_only:
@@ -836,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
         if "http" in paths:
             target = FastTarget.start()
             starters: dict[str, Callable[[], Server]] = {
-                "syncbus": lambda: start_syncbus(work, target.url, args.syncbus_args.split()),
+                "syncbus": lambda: start_syncbus(work, target.url, args.syncbus_args.split(), args.syncbus_src),
                 "benthos": lambda: start_benthos(work, target.url),
                 "camel": lambda: start_camel(work, target.url, java_opts),
             }
@@ -870,6 +883,16 @@ def main(argv: list[str] | None = None) -> int:
 def _show(path: Path) -> str:
     path = path.resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _source_digest(src: Path) -> str:
+    """Where syncbus ran from and a digest of its Python files (src/ changes while others work)."""
+    files = sorted((src / "syncbus").rglob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(src)).encode())
+        h.update(f.read_bytes())
+    return f"{_show(src)} (sha256 of {len(files)} .py files: {h.hexdigest()[:12]})"
 
 
 def _syncbus_version() -> str:
