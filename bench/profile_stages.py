@@ -55,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import runtime_bench as rb  # noqa: E402
+import runtime_bench as rb
 
 # (stage, substrings of a frame "function (file:line)"); the first stage whose pattern matches the
 # innermost matching frame wins, so more specific patterns come first.
@@ -213,6 +213,59 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def profile_k2k(args: argparse.Namespace) -> dict[str, Any]:
+    """Kafka → map → Kafka: the runner drains a pre-loaded topic into a Kafka sink while py-spy samples it."""
+    work = Path(tempfile.mkdtemp(prefix="syncbus-profile-"))
+    env = {**os.environ, "BENCH_KEYS": rb.API_KEY}
+    target = rb.Target.start()
+    results: dict[str, Any] = {"loadavg_before": rb.loadavg(), "bus": "kafka → kafka", "variant": args.variant}
+    started = rb.start_kafka(work)
+    if started is None:
+        raise SystemExit("no Kafka broker")
+    broker, bootstrap = started
+    try:
+        bench = rb.Bench(argparse.Namespace(runner_args=args.runner_args), work, target, env)
+        tool = bench.kafka = rb.KafkaTool(bootstrap)
+        tool.create_topics(["bench.prof.in", "bench.prof.out", "bench.prof.out.prereview"])
+        tool.preload("bench.prof.in", args.records)
+        runner = bench.runner("kafka", variant=args.variant, topic="bench.prof.in",
+                              sinks=rb.kafka_sinks(bootstrap, "bench.prof.out"), source=False)
+        runner.start()
+        try:
+            while tool.end_offsets("bench.prof.out") < args.records // 10:
+                time.sleep(0.2)
+            raw = work / "profile.txt"
+            c0, cpu0, th0 = tool.end_offsets("bench.prof.out"), rb.proc_cpu(runner.pid), thread_cpu(runner.pid)
+            t0 = time.monotonic()
+            spy = subprocess.Popen([rb.PY_SPY, "record", "--pid", str(runner.pid), "-d", str(args.seconds), "-r",
+                                    str(args.rate), "-f", "raw", "--threads", "--nonblocking", "-o", str(raw)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy.wait(args.seconds + 60)
+            c1, cpu1, th1 = tool.end_offsets("bench.prof.out"), rb.proc_cpu(runner.pid), thread_cpu(runner.pid)
+            t1 = time.monotonic()
+            if args.keep_raw:
+                shutil.copy(raw, args.keep_raw)
+        finally:
+            runner.stop()
+        tool.stop_consumer()
+        stages, leaves, per_thread = split_cpu(parse_raw(raw), {t: th1[t] - th0.get(t, 0.0) for t in th1})
+        total = sum(stages.values())
+        delivered, cpu = c1 - c0, cpu1 - cpu0
+        us = 1e6 * cpu / delivered if delivered else float("nan")
+        results.update({"delivered": delivered, "seconds": t1 - t0, "cpu_s": cpu, "us_cpu_per_record": us,
+                        "records_per_s": delivered / (t1 - t0), "cpu_percent": 100 * cpu / (t1 - t0),
+                        "stages": {s: stages[s] / total for s in stages} if total else {},
+                        "threads": {k: round(v, 2) for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1])},
+                        "top_leaves": [(f, round(100 * n / total, 1)) for f, n in leaves.most_common(25)],
+                        "loadavg_after": rb.loadavg()})
+    finally:
+        target.stop()
+        with contextlib.suppress(Exception):
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
 def bench_loadgen(runner: rb.Runner, out: Path, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     cmd = [rb.PYTHON, str(rb.BENCH / "loadgen.py"), "--port", str(runner.port), "--order", str(rb.ORDER),
            "--api-key", rb.API_KEY, "--mode", "closed", "--seconds", str(args.warmup + args.seconds + 30),
@@ -226,7 +279,8 @@ ORDER = ["ingress", "bus write", "consume", "map", "deliver", "trace", "metrics"
 def render(res: dict[str, Any]) -> str:
     us = res["us_cpu_per_record"]
     lines = [
-        f"Profile of `syncbus run` ({res['bus']} bus, {res['variant']} route, ingress → bus → map → HTTP target), "
+        f"Profile of `syncbus run` ({res['bus']} bus, {res['variant']} route"
+        f"{'' if '→' in res['bus'] else ', ingress → bus → map → HTTP target'}), "
         f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, load average {res['loadavg_before']} → "
         f"{res['loadavg_after']}.",
         "",
@@ -250,6 +304,9 @@ def render(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--bus", choices=("embedded", "kafka"), default="embedded")
+    parser.add_argument("--path", choices=("http", "k2k"), default="http",
+                        help="http: ingress → bus → map → HTTP under load; k2k: Kafka → map → Kafka drain")
+    parser.add_argument("--records", type=int, default=60_000, help="records pre-loaded for --path k2k")
     parser.add_argument("--variant", choices=("reference", "no-schema"), default="reference")
     parser.add_argument("--seconds", type=int, default=20, help="seconds sampled")
     parser.add_argument("--warmup", type=float, default=4.0)
@@ -259,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-raw", help="copy py-spy's raw output here")
     parser.add_argument("--out", help="write the Markdown table here too")
     args = parser.parse_args(argv)
-    res = profile(args)
+    res = profile_k2k(args) if args.path == "k2k" else profile(args)
     text = render(res)
     print(text)
     if args.out:

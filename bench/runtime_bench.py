@@ -22,6 +22,10 @@ which shows how much of a record's cost is the runtime rather than validation.
    open loop): from the moment an order was due to the target receiving its
    delivery, joined by record id. A node too slow for the rate shows it here.
 4. VmRSS of the runner at steady state (sampled during 2 and 3).
+5. Scaling: ingress → embedded bus → map → HTTP, closed loop, with ``--scaling``
+   workers (``syncbus run --workers N``; default 1 and 2): delivered/s and
+   CPU per record of all the node's processes. Every other run uses
+   ``--workers`` (default 1), so its numbers compare with one process.
 
 Tracing is on (the default) unless a line says ``--no-trace``. Every line
 also gives the runner's CPU use, so "records per CPU-second" stays
@@ -99,6 +103,32 @@ def proc_rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its children: the workers of ``syncbus run --workers N`` are the node too."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(c) for c in (task / "children").read_text().split()]
+    return pids
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (a dead child's CPU is in the parent's cutime)."""
+    total = 0.0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += proc_cpu(p)
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            total += proc_rss_mb(p)
+    return total
 
 
 def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 30.0) -> None:
@@ -211,7 +241,7 @@ class Sampler:
         self.samples: list[tuple[float, int, float, float]] = []  # (t, count, cpu s, rss MB)
 
     def sample(self) -> tuple[float, int, float, float]:
-        s = (time.monotonic(), self.count(), proc_cpu(self.pid), proc_rss_mb(self.pid))
+        s = (time.monotonic(), self.count(), tree_cpu(self.pid), tree_rss_mb(self.pid))
         self.samples.append(s)
         return s
 
@@ -464,8 +494,10 @@ class Bench:
         else:
             assert self.kafka is not None
             bus_url = f"kafka://{self.kafka.bootstrap}"
-        return Runner(cfg, bus_url, f"sqlite:///{self.work}/run{n}/store.db", self.env,
-                      extra=[*self.args.runner_args, *(extra or [])])
+        extra = [*self.args.runner_args, *(extra or [])]
+        if "--workers" not in extra:  # one process unless asked: numbers stay comparable with earlier runs
+            extra += ["--workers", str(getattr(self.args, "workers", 1))]
+        return Runner(cfg, bus_url, f"sqlite:///{self.work}/run{n}/store.db", self.env, extra=extra)
 
     # 1 --------------------------------------------------------------------------
     def kafka_to_kafka(self) -> None:
@@ -609,6 +641,28 @@ class Bench:
                 "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": lat[-1] if lat else 0.0,
                 "rss_mb": steady.get("rss_mb", 0.0), "cpu_percent": steady.get("cpu_percent", 0.0)}
 
+    def scaling(self, bus: str) -> None:
+        """5. ingress → bus → map → HTTP, closed loop, with 1 and with N workers: delivered/s and CPU/record."""
+        out: dict[str, Any] = {}
+        for count in self.args.scaling:
+            label = f"{bus}-scaling-{count}"
+            runner = self.runner(bus, variant=self.args.variants[0], topic=f"bench.scale.{label}",
+                                 sinks=http_sinks(self.target.url), source=True, extra=["--workers", str(count)])
+            runner.start()
+            try:
+                time.sleep(1.0 + count)  # every worker listening
+                res = self.throughput(runner, label)
+            finally:
+                runner.stop()
+            out[str(count)] = res
+            log(f"{label}: {res['records_per_s']:,.0f} delivered/s, CPU {res['cpu_percent']:.0f} %, "
+                f"{res['records_per_cpu_s']:,.0f}/CPU-s")
+            self.wait_drained()
+        counts = [str(c) for c in self.args.scaling]
+        if len(counts) >= 2 and out[counts[0]]["records_per_s"]:
+            out["speedup"] = out[counts[-1]]["records_per_s"] / out[counts[0]]["records_per_s"]
+        self.results[f"scaling_{bus}"] = out
+
     def ingress_to_http(self, bus: str) -> None:
         out: dict[str, Any] = {}
         for variant in self.args.variants:
@@ -680,6 +734,16 @@ def print_table(results: dict[str, Any]) -> None:
                              f"{v['ingress_accepted_per_s']:,.0f}/s (target p99 < 50 ms)"))
                 rows.append((f"4. runner RSS @{v['rate']:.0f}/s {bus}", f"{v['rss_mb']:.0f} MB",
                              f"CPU {v['cpu_percent']:.0f} % (target < 150 MB)"))
+    for bus in ("kafka", "embedded"):
+        sc = results.get(f"scaling_{bus}")
+        if sc:
+            for count, v in sc.items():
+                if count != "speedup":
+                    rows.append((f"5. {bus}, {count} worker(s), closed loop", num(v["records_per_s"], "/s"),
+                                 f"CPU {v['cpu_percent']:.0f} %, {num(v['records_per_cpu_s'])}/CPU-s, "
+                                 f"RSS {v['rss_mb']:.0f} MB (all processes)"))
+            if "speedup" in sc:
+                rows.append((f"5. {bus}, speed-up", f"{sc['speedup']:.2f}×", "target ≥ 1.7×"))
     width = max((len(r[0]) for r in rows), default=10)
     print(f"\nsyncbus runtime benchmarks (load average before/after: {results['loadavg_before']} / "
           f"{results['loadavg_after']}, {os.cpu_count()} CPUs):")
@@ -691,6 +755,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description="syncbus runtime benchmarks")
     parser.add_argument("--records", type=int, default=50_000, help="records pre-loaded for Kafka → Kafka")
     parser.add_argument("--k2k-cap", type=float, default=20.0, help="seconds measured at most per Kafka → Kafka run")
+    parser.add_argument("--k2k", action=argparse.BooleanOptionalAction, default=True,
+                        help="run Kafka → Kafka (1.) when Kafka is among --buses")
     parser.add_argument("--k2k-no-trace", action=argparse.BooleanOptionalAction, default=True,
                         help="also run Kafka → Kafka with --no-trace (next to the traced runs)")
     parser.add_argument("--seconds", type=float, default=12.0, help="closed-loop load per throughput run")
@@ -705,6 +771,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--buses", default="kafka,embedded", type=lambda s: s.split(","))
     parser.add_argument("--runner-args", default="", type=lambda s: s.split(),
                         help="extra `syncbus run` options, e.g. '--no-trace'")
+    parser.add_argument("--workers", type=int, default=1, help="`syncbus run --workers` of every run but scaling")
+    parser.add_argument("--scaling", default="1,2", type=lambda s: [int(c) for c in s.split(",") if c],
+                        help="worker counts of the scaling runs (5.), '' skips them")
     parser.add_argument("--profile", action="store_true", help="py-spy the runner during the throughput runs")
     parser.add_argument("--out", default=str(ROOT / "var" / "bench-runtime.json"))
     args = parser.parse_args([] if argv is None else argv)
@@ -727,10 +796,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if started_kafka is not None:
                 broker, bootstrap = started_kafka
                 bench.kafka = KafkaTool(bootstrap)
-                bench.kafka_to_kafka()
+                if args.k2k:
+                    bench.kafka_to_kafka()
                 bench.ingress_to_http("kafka")
         if "embedded" in args.buses:
             bench.ingress_to_http("embedded")
+            if len(args.scaling) > 1:
+                bench.scaling("embedded")
     finally:
         results["loadavg_after"] = loadavg()
         results["wall_seconds"] = round(time.monotonic() - started, 1)

@@ -210,6 +210,9 @@ async def test_a_broken_edit_keeps_the_old_version_until_fixed(node: Node) -> No
     assert all(line.startswith(f"{mapping}:") for line in refused.value.errors), refused.value.errors
     assert any("invalid YAML" in line for line in refused.value.errors)
     assert failures() == 1
+    with pytest.raises(ReloadRefused):  # the same broken files again: still one broken edit
+        await node.reloader.reload("test")
+    assert failures() == 1
     status = node.reloader.status()
     assert status["ok"] is False and status["errors"] == refused.value.errors and status["since"]
 

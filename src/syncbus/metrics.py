@@ -4,12 +4,25 @@ One ``Metrics`` object per running bus, each with its own registry, so tests
 (and a process embedding two buses) never collide on the global registry.
 Label children are cached per (route, sink) because ``.labels()`` costs a few
 microseconds and runs for every record.
+
+Workers (``syncbus run --workers N``, issue 11): the parent process sets
+``PROMETHEUS_MULTIPROC_DIR`` for its workers, so every worker writes its
+samples to files there and ``/metrics``, whichever worker answers it, shows
+the node: counters and histograms summed over the workers, each gauge
+combined as its meaning asks (``GAUGE_MODES``: the node's last success is the
+latest of the workers', its dead-letter backlog the same number every worker
+reads from the store). A reload happens in every worker, so its failures are
+counted by worker 0 only.
 """
 
 from __future__ import annotations
 
+import operator
+import os
+import re
+from collections.abc import Iterator
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,7 +34,97 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+# Workers write their samples to files in this folder (prometheus_client's multi-process mode).
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+# How each gauge of several workers combines ("live": only workers that are running count).
+GaugeMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum", "livesum", "mostrecent",
+                    "livemostrecent"]
+GAUGE_MODES: dict[str, GaugeMode] = {
+    "syncbus_dead_letters_pending": "livemax",    # every worker reads the same count from the store
+    "syncbus_consumer_lag": "livesum",            # each worker its partitions (embedded bus: worker 0)
+    "syncbus_route_info": "livemax",
+    "syncbus_last_success_timestamp_seconds": "max",
+    "syncbus_bus_up": "livemin",                  # down for one worker: down
+    "syncbus_commit_stalled": "livemax",
+    "syncbus_source_up": "livemin",
+    "syncbus_dead_letter_oldest_pending_timestamp_seconds": "livemax",
+}
+
+
+def _primary_worker() -> bool:
+    """Not a worker, or worker 0 of ``syncbus run --workers N`` (``SYNCBUS_WORKER=i/N``)."""
+    return os.environ.get("SYNCBUS_WORKER", "0/1").split("/", 1)[0] in ("", "0")
+
+
+class _NotCounted:
+    """A counter that counts nothing: node-wide events every worker sees, counted by worker 0 only."""
+
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+    def labels(self, *args: Any, **kwargs: Any) -> _NotCounted:
+        return self
+
+class RouteInfo(Collector):
+    """``syncbus_route_info`` from the routes this process runs now (issue 9, hot reload).
+
+    A collector, not a Gauge: with workers (multi-process mode) a Gauge lives in
+    files the workers share, and prometheus_client cannot remove a series from
+    them, so a reloaded route kept showing its old version beside the new one.
+    Every worker runs every route of the same configuration (a reload reaches
+    them all), so the answering worker's own list is the node's.
+    """
+
+    def __init__(self, routes: dict[str, tuple[str, str, str]]) -> None:
+        self.routes = routes  # route -> (route, version, owner), kept by Metrics.set_route/remove_route
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("syncbus_route_info", "Loaded routes (value 1).",
+                                   labels=["route", "version", "owner"])
+        for labels in list(self.routes.values()):
+            family.add_metric(list(labels), 1)
+        yield family
+
+
+class NodeProcesses(Collector):
+    """``process_*`` of a node that runs as workers (issue 9): its live processes, combined.
+
+    prometheus_client's ProcessCollector describes one process, and a scrape
+    reaches whichever worker the kernel picks: CPU time would jump between
+    workers. Here every live worker (one samples file per pid in the
+    multi-process folder) and the parent are read from /proc and summed;
+    the start time is the earliest, the descriptor limit the lowest.
+    """
+
+    _LOWEST = frozenset({"process_start_time_seconds", "process_max_fds"})
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def pids(self) -> list[int]:
+        pids = {int(m[1]) for m in (re.search(r"_(\d+)\.db$", n) for n in os.listdir(self.folder)) if m}
+        parent = os.environ.get("SYNCBUS_WORKER_PARENT", "")
+        if parent.isdigit():
+            pids.add(int(parent))
+        return sorted(p for p in pids if os.path.exists(f"/proc/{p}"))
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for pid in self.pids():
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():  # type: ignore[misc]
+                have = merged.get(family.name)
+                if have is None:
+                    merged[family.name] = family
+                    continue
+                combine = min if family.name in self._LOWEST else operator.add
+                have.samples = [a._replace(value=combine(a.value, b.value))
+                                for a, b in zip(have.samples, family.samples, strict=False)]
+        yield from merged.values()
+
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    300.0)
@@ -48,18 +151,22 @@ class Metrics:
         self.dead_letters = Counter("syncbus_dead_letters", "Records dead-lettered, by reason.",
                                     ["route", "reason"], registry=r)
         self.dead_letters_pending = Gauge("syncbus_dead_letters_pending", "Dead letters awaiting action.",
-                                          ["route"], registry=r)
+                                          ["route"], registry=r,
+                                          multiprocess_mode=GAUGE_MODES["syncbus_dead_letters_pending"])
         self.delivery_duration = Histogram("syncbus_delivery_duration_seconds",
                                            "Time of one delivery attempt.", ["route", "sink"],
                                            buckets=LATENCY_BUCKETS, registry=r)
         self.end_to_end = Histogram("syncbus_end_to_end_seconds", "Received at ingress to delivered.",
                                     ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.consumer_lag = Gauge("syncbus_consumer_lag", "Records on the bus not yet done by a route.",
-                                  ["route", "topic"], registry=r)
-        self.route_info = Gauge("syncbus_route_info", "Loaded routes (value 1).",
-                                ["route", "version", "owner"], registry=r)
+                                  ["route", "topic"], registry=r,
+                                  multiprocess_mode=GAUGE_MODES["syncbus_consumer_lag"])
+        self._route_info_labels: dict[str, tuple[str, str, str]] = {}
+        self.route_info = RouteInfo(self._route_info_labels)  # issue 9: not a Gauge, see RouteInfo
+        r.register(self.route_info)
         self.last_success = Gauge("syncbus_last_success_timestamp_seconds",
-                                  "Unix time of the route's last successful delivery.", ["route"], registry=r)
+                                  "Unix time of the route's last successful delivery.", ["route"], registry=r,
+                                  multiprocess_mode=GAUGE_MODES["syncbus_last_success_timestamp_seconds"])
         self.ingress_rejected = Counter("syncbus_ingress_rejected", "Ingress requests refused, by reason.",
                                         ["source", "reason"], registry=r)
         self.duplicates_dropped = Counter("syncbus_duplicates_dropped", "Records dropped as duplicates by key.",
@@ -67,20 +174,26 @@ class Metrics:
         self.config_reload_failures = Counter("syncbus_config_reload_failures",
                                               "Config reloads refused (the old version keeps running).",
                                               registry=r)
+        if MULTIPROCESS_DIR is not None and not _primary_worker():
+            self.config_reload_failures = _NotCounted()  # type: ignore[assignment]  # counted by worker 0
         self.shadow_results = Counter("syncbus_shadow_results", "Shadow route outputs compared with the live route.",
                                       ["route", "outcome"], registry=r)
         # Not in DESIGN §8 but needed by the shipped alerts: the bus reachable (1/0), and a route whose
         # offset commits have not succeeded for a while although it has finished records (1/0).
         self.bus_up = Gauge("syncbus_bus_up", "1 when the bus answered the last health check, else 0.",
-                            registry=r)
+                            registry=r,
+                            multiprocess_mode=GAUGE_MODES["syncbus_bus_up"])
         self.commit_stalled = Gauge("syncbus_commit_stalled", "1 while a route's offset commits keep failing.",
-                                    ["route"], registry=r)
+                                    ["route"], registry=r,
+                                    multiprocess_mode=GAUGE_MODES["syncbus_commit_stalled"])
         self.source_up = Gauge("syncbus_source_up", "1 when a poll source's last run succeeded, else 0.",
-                               ["source"], registry=r)
+                               ["source"], registry=r,
+                               multiprocess_mode=GAUGE_MODES["syncbus_source_up"])
         self.oldest_pending = Gauge("syncbus_dead_letter_oldest_pending_timestamp_seconds",
                                     "Unix time the oldest pending dead letter of the route first failed.",
-                                    ["route"], registry=r)
-        self._route_info_labels: dict[str, tuple[str, str, str]] = {}
+                                    ["route"], registry=r,
+                                    multiprocess_mode=GAUGE_MODES[
+                                        "syncbus_dead_letter_oldest_pending_timestamp_seconds"])
         # cached children: .labels() is too slow to call per record
         self.received_for = cache(lambda source: self.received.labels(source))
         self.skipped_for = cache(lambda route: self.skipped.labels(route))
@@ -95,20 +208,22 @@ class Metrics:
 
     def set_route(self, route: str, version: int, owner: str) -> None:
         """Publish route info; a reload with a new version replaces the old series."""
-        old = self._route_info_labels.get(route)
-        new = (route, str(version), owner)
-        if old and old != new:
-            self.route_info.remove(*old)
-        self.route_info.labels(*new).set(1)
-        self._route_info_labels[route] = new
+        self._route_info_labels[route] = (route, str(version), owner)
 
     def remove_route(self, route: str) -> None:
         """A route that no longer runs here must not keep reporting (reload, rebalance)."""
-        old = self._route_info_labels.pop(route, None)
-        if old:
-            self.route_info.remove(*old)
+        self._route_info_labels.pop(route, None)
 
     def exposition(self) -> bytes:
+        if MULTIPROCESS_DIR is not None:  # every worker's samples (module docstring)
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=MULTIPROCESS_DIR)
+            merged.register(self.route_info)  # issue 9: this worker's routes, see RouteInfo
+            merged.register(NodeProcesses(MULTIPROCESS_DIR))  # issue 9: process_* of the whole node
+            PlatformCollector(registry=merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
 
     def value(self, name: str, labels: dict[str, Any] | None = None) -> float:

@@ -12,40 +12,35 @@ nothing is delivered twice by the swap.
 
 A broken edit never takes a working node down: the configuration that was
 running keeps running, the errors are logged (``file:line:col: message``),
-``syncbus_config_reload_failures_total`` goes up by one, and ``/readyz``
-shows them under ``details.config`` until a later reload succeeds.
+``syncbus_config_reload_failures_total`` goes up by one (per broken edit: the
+same files refused again do not count twice), and ``/readyz`` shows them
+under ``details.config`` until a later reload succeeds.
 Readiness does NOT flip to 503 for it: the node still serves its previous,
 valid configuration, and every node watching the same files would otherwise
 leave the load balancer at once over one typo -- a config mistake turned
 into an outage. Alert on the counter instead.
 
-Why polling and not inotify: no extra dependency, it works on network and
-container-mounted volumes where inotify events never arrive, and a 2 s poll
-of a few dozen small files costs nothing. Changes are judged by content
-(sha256), not by timestamps: saving a file unchanged (``touch``, an editor's
-autosave) reloads nothing, and an edit within the same second that keeps the
-size is still seen (files modified near the last look are re-hashed, as git
-does for "racily clean" files). A change is acted on once the files stopped
-changing for a moment, so an editor that writes in steps or a ``cp`` of
-several files is loaded once, whole.
+The watcher polls (``config_watch.py`` says why) and acts on a change once
+the files stopped changing for a moment, so an editor that writes in steps or
+a ``cp`` of several files is loaded once, whole. With ``--workers N`` every
+worker reloads for itself: each watches the files, the parent passes SIGHUP
+to all, and a worker answering ``POST /admin/reload`` passes it on as SIGHUP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from .config_watch import FileWatcher, Snapshot
 from .errors import ConfigErrors, SyncbusError
 from .project import Project, load_project
 from .supervisor import ApplyError, ChangeSet
@@ -56,12 +51,8 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 2.0       # seconds between looks at the files
 SETTLE = 0.5              # a change is loaded once two looks this far apart agree...
 MAX_SETTLE_LOOKS = 8      # ...or after this many looks, if something keeps writing
-RACY_NS = 2_000_000_000   # files modified this close to the last look are hashed again (coarse mtimes)
 MAX_RETRY_DELAY = 60.0    # a reload that failed part-way is retried, backing off up to this
 STOP_WAIT = 60.0          # seconds a stopping node waits for a reload in progress to finish
-MAX_FILES = 5000          # a config dir is dozens of files; stop walking a folder that is not one
-WATCHED_SUFFIXES = frozenset({".yaml", ".yml", ".json", ".csv"})
-IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".bak", ".orig")
 
 
 class ReloadSetupError(SyncbusError):
@@ -92,101 +83,6 @@ class ReloadTarget(Protocol):
     metrics: Any
 
     async def apply(self, project: Project) -> ChangeSet: ...
-
-
-# --------------------------------------------------------------------------- file snapshots
-
-
-@dataclass(frozen=True, slots=True)
-class FileState:
-    mtime_ns: int
-    size: int
-    digest: str
-
-
-Snapshot = dict[str, FileState]
-
-
-def _hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _wanted(path: Path) -> bool:
-    name = path.name
-    return not name.startswith(".") and not name.endswith(IGNORED_SUFFIXES) and path.suffix in WATCHED_SUFFIXES
-
-
-class FileWatcher:
-    """The content of a config dir's mapping, lookup, schema and connector files, looked at on demand.
-
-    Folders are walked recursively (``mappings/tests`` is skipped: unit tests
-    of mappings are not part of what runs); ``extra`` names single files a
-    mapping uses outside those folders (a schema next to the config dir).
-    """
-
-    def __init__(self, config_dir: Path, extra: Iterable[str] = ()) -> None:
-        config_dir = self.config_dir = config_dir.absolute()  # one spelling per file, whatever the cwd
-        self.folders = [config_dir / "mappings", config_dir / "connectors", config_dir / "schemas"]
-        self.skip = {(config_dir / "mappings" / "tests").resolve()}
-        self.extra: set[Path] = set()
-        self.seen: Snapshot = {}
-        self._last: Snapshot = {}
-        self._last_ns = 0
-        self._warned = False
-        self._looking = threading.Lock()  # the watcher and a reload may look at the same time
-        self.watch(extra)
-
-    def watch(self, files: Iterable[str]) -> None:
-        """Also watch these files (the schemas and lookup tables of the routes that run)."""
-        self.extra = {Path(f).absolute() for f in files}
-
-    def paths(self) -> list[Path]:
-        found: set[Path] = set()
-        for folder in self.folders:
-            for root, dirs, names in os.walk(folder):
-                here = Path(root)
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in self.skip)
-                found.update(p for p in (here / n for n in names) if _wanted(p))
-                if len(found) > MAX_FILES:
-                    if not self._warned:
-                        log.warning("watching only the first %d files under %s for changes", MAX_FILES, folder)
-                        self._warned = True
-                    break
-        found.update(self.extra)
-        return sorted(found)
-
-    def snapshot(self) -> Snapshot:
-        """Every watched file's state; a file is hashed only when its stat changed or it is racy."""
-        with self._looking:
-            return self._snapshot()
-
-    def _snapshot(self) -> Snapshot:
-        started = time.time_ns()
-        racy_after = self._last_ns - RACY_NS
-        out: Snapshot = {}
-        for path in self.paths():
-            key = str(path)
-            try:
-                st = path.stat()
-                before = self._last.get(key)
-                if (before is not None and before.mtime_ns == st.st_mtime_ns and before.size == st.st_size
-                        and st.st_mtime_ns < racy_after):
-                    out[key] = before
-                    continue
-                out[key] = FileState(st.st_mtime_ns, st.st_size, _hash(path))
-            except OSError:  # gone between listing and reading, or unreadable: loading will say which
-                continue
-        self._last, self._last_ns = out, started
-        return out
-
-    @staticmethod
-    def same(a: Snapshot, b: Snapshot) -> bool:
-        """Same files with the same content (timestamps alone do not count)."""
-        return a.keys() == b.keys() and all(a[k].digest == b[k].digest for k in a)
 
 
 # --------------------------------------------------------------------------- the reloader
@@ -223,19 +119,41 @@ class Reloader:
         self._since = _now()
         self._last: dict[str, Any] | None = None
         self._closing = False
+        self._counted: Snapshot | None = None  # the files of the last refusal counted in the metric
         self._retry_delay = 0.0
         self._retry_at: float | None = None  # monotonic time of the next retry of a failed apply
 
     # -- one reload ---------------------------------------------------------------------
 
-    async def reload(self, trigger: str, *, by: str | None = None, only_if_changed: bool = False) -> ChangeSet:
+    async def reload(self, trigger: str, *, by: str | None = None, only_if_changed: bool = False,
+                     everywhere: bool = False) -> ChangeSet:
         """Load and apply the config dir now. :class:`ReloadRefused`: invalid, the old one still runs.
 
         ``by``: who asked (the admin API's actor), for the log only -- ``/readyz`` shows the
         trigger to anyone and must not name people. ``only_if_changed`` (the watcher): nothing
         to do when the files are what was last loaded -- a SIGHUP or an API call may have
-        loaded this very change meanwhile.
+        loaded this very change meanwhile. ``everywhere`` (the API): afterwards, make the
+        other workers of ``syncbus run --workers N`` reload too (:meth:`tell_workers`).
         """
+        try:
+            return await self._reload(trigger, by, only_if_changed)
+        finally:
+            if everywhere:
+                self.tell_workers()
+
+    def tell_workers(self) -> None:
+        """SIGHUP to the parent of the workers, which passes it to each (this one reloads again: no changes).
+
+        An API call reaches one worker; without this the others would run the old
+        configuration until their watcher noticed -- never, with watching off.
+        """
+        parent = self.env.get("SYNCBUS_WORKER_PARENT", "")
+        count = self.env.get("SYNCBUS_WORKER", "0/1").partition("/")[2]
+        if parent.isdigit() and count.isdigit() and int(count) > 1:
+            with contextlib.suppress(OSError):
+                os.kill(int(parent), signal.SIGHUP)
+
+    async def _reload(self, trigger: str, by: str | None, only_if_changed: bool) -> ChangeSet:
         async with self._lock:
             if self._closing:
                 raise ReloadFailed([f"{self.config_dir}: the node is stopping"], trigger)
@@ -249,11 +167,11 @@ class Reloader:
             try:
                 project = await asyncio.to_thread(load_project, self.config_dir, self.env)
             except ConfigErrors as exc:
-                raise self._failed(ReloadRefused([str(e) for e in exc.errors], trigger), by) from None
+                raise self._failed(ReloadRefused([str(e) for e in exc.errors], trigger), by, before) from None
             try:
                 changes = await self.runtime.apply(project)
             except ApplyError as exc:
-                raise self._failed(ReloadRefused([f"{self.config_dir}: {exc}"], trigger), by) from None
+                raise self._failed(ReloadRefused([f"{self.config_dir}: {exc}"], trigger), by, before) from None
             except Exception as exc:
                 # Not refused but broken half-way (the bus went away while a route restarted): the
                 # supervisor still runs the old project, so applying again later completes the swap.
@@ -261,21 +179,28 @@ class Reloader:
                 self._retry_delay = min(max(self._retry_delay * 2, self.interval or POLL_INTERVAL), MAX_RETRY_DELAY)
                 self._retry_at = time.monotonic() + self._retry_delay
                 raise self._failed(ReloadFailed([f"{self.config_dir}: applying the new configuration failed: "
-                                                 f"{type(exc).__name__} (see the log)"], trigger), by) from None
+                                                 f"{type(exc).__name__} (see the log)"], trigger), by, before
+                                   ) from None
             self.watcher.watch(_files_of(project))
-            self._retry_delay, self._retry_at = 0.0, None
+            self._retry_delay, self._retry_at, self._counted = 0.0, None, None
             self._succeeded(trigger, by, changes)
             return changes
 
-    def _failed(self, exc: ReloadError, by: str | None) -> ReloadError:
-        self.runtime.metrics.config_reload_failures.inc()
+    def _failed(self, exc: ReloadError, by: str | None, files: Snapshot) -> ReloadError:
+        # The metric counts broken edits, not attempts: the same files refused again (a SIGHUP passed
+        # to every worker after an API call, a retry) are the same edit.
+        if self._counted is None or not FileWatcher.same(files, self._counted):
+            self.runtime.metrics.config_reload_failures.inc()
+        self._counted = files
         if self._ok:
             self._since = _now()
         self._ok, self._errors = False, list(exc.errors)
         self._last = {"at": _now(), "trigger": exc.trigger,
                       "outcome": "refused" if isinstance(exc, ReloadRefused) else "failed"}
-        log.error("config reload (%s) refused, the running configuration stays: %s", _who(exc.trigger, by),
-                  " | ".join(exc.errors), extra={"trigger": exc.trigger, "actor": by, "error_count": len(exc.errors)})
+        what = ("refused, the running configuration stays" if isinstance(exc, ReloadRefused)
+                else "failed part-way, retrying later")
+        log.error("config reload (%s) %s: %s", _who(exc.trigger, by), what, " | ".join(exc.errors),
+                  extra={"trigger": exc.trigger, "actor": by, "error_count": len(exc.errors)})
         return exc
 
     def _succeeded(self, trigger: str, by: str | None, changes: ChangeSet) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -69,21 +70,39 @@ class RouterOptions:
 
 @dataclass
 class _KeyChain:
-    """Delivery order per key: each record waits for the previous record of its key."""
+    """Delivery order per key: each record waits for the previous record of its key.
 
-    tails: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    ``held`` maps a key whose record is being delivered to the records waiting
+    behind it, in order (None while nobody waits). A record whose key is free
+    takes it without creating a future -- the common case, since keys rarely
+    repeat within the records in flight (issue 11: a future per record cost
+    more than the bookkeeping it did).
+    """
 
-    def claim(self, key: str) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
-        prev = self.tails.get(key)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.tails[key] = mine
-        return prev, mine
+    held: dict[str, deque[asyncio.Future[None]] | None] = field(default_factory=dict)
 
-    def release(self, key: str, mine: asyncio.Future[None]) -> None:
-        if not mine.done():
-            mine.set_result(None)
-        if self.tails.get(key) is mine:
-            del self.tails[key]
+    def claim(self, key: str) -> asyncio.Future[None] | None:
+        """None: the key is ours now. A future: await it, then the key is ours."""
+        held = self.held
+        if key not in held:
+            held[key] = None
+            return None
+        waiting = held[key]
+        if waiting is None:
+            waiting = held[key] = deque()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
+        return turn
+
+    def release(self, key: str) -> None:
+        """Hand the key to the next waiting record (skipping any whose wait was cancelled), else free it."""
+        waiting = self.held.get(key)
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.held.pop(key, None)
 
 
 class Route:
@@ -103,6 +122,7 @@ class Route:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._outcomes: list[tuple[Record, Outcome]] = []
+        self._committing: asyncio.Task[None] | None = None
         spec = mapping.spec.dedupe
         self._dedupe = Deduper(spec.window, spec.compare) if spec is not None else None
 
@@ -135,7 +155,11 @@ class Route:
             now = time.monotonic()
             if now - last_commit >= opts.commit_interval:
                 last_commit = now
-                await self._commit()
+                # In the background (issue 11): storing outcomes and committing take a round trip to
+                # the store and the bus; awaiting them here held every new record back for as long.
+                # One at a time, and the order stays: outcomes stored, then offsets committed.
+                if self._committing is None or self._committing.done():
+                    self._committing = asyncio.create_task(self._commit(), name=f"commit-{self.name}")
 
     def _finished(self, record: Record, outcome: str, delivered_sinks: tuple[str, ...] = ()) -> None:
         """The record has its fate on this route; its offset may be committed once the fate is stored."""
@@ -229,12 +253,17 @@ class Route:
 
     async def _deliver(self, record: Record, key: str | None, order_key: str | None,
                        outputs: list[Output], version: int | None = None) -> None:  # issue 10: version
-        prev = mine = None
-        if order_key is not None:
-            prev, mine = self._chain.claim(order_key)
+        held = False
         try:
-            if prev is not None:
-                await prev
+            if order_key is not None:
+                turn = self._chain.claim(order_key)
+                if turn is not None:
+                    try:
+                        await turn
+                    except asyncio.CancelledError:
+                        held = turn.done() and not turn.cancelled()  # handed over just before the cancel
+                        raise
+                held = True
             if len(outputs) == 1:
                 oks = [await self._deliver_one(record, key, outputs[0], version)]
             else:
@@ -245,8 +274,8 @@ class Route:
                 self._finished(record, "dead_lettered",
                                tuple(o.target.sink for o, ok in zip(outputs, oks, strict=True) if ok))
         finally:
-            if mine is not None and order_key is not None:
-                self._chain.release(order_key, mine)
+            if held and order_key is not None:
+                self._chain.release(order_key)
             self.in_flight -= 1
             self._slot.set()
 
@@ -259,7 +288,9 @@ class Route:
         delivery = Delivery(route=self.name, mapping_version=m.version if version is None else version,
                             sink=sink_name, record_id=record.id,
                             key=key, idempotency_key=idempotency_key(self.name, key, record),
-                            body=output.body, content_type=output.target.content_type, payload=output.payload,
+                            body=output.body, content_type=output.target.content_type,
+                            # issue 11: a sink that sends only the body never builds the mapped dict
+                            payload=output.payload if getattr(sink, "uses_payload", True) else None,
                             traceparent=record.headers.get("traceparent"))
         metrics = router.metrics
         duration = metrics.duration_for(self.name, sink_name)
@@ -326,6 +357,9 @@ class Route:
                 t.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        if self._committing is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._committing
         with contextlib.suppress(Exception):
             await self._commit()
         await self.consumer.stop()

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from syncbus.bus import open_bus
-from syncbus.bus.kafka import KafkaBus, KafkaConsumer
+from syncbus.bus.kafka import KafkaBus, KafkaConsumer, PublishUnconfirmed
 from syncbus.bus.kafka_logging import Condition, RateLimitFilter, install
 from syncbus.errors import BusError
 from syncbus.record import H_ID, Record
@@ -191,8 +191,9 @@ async def test_publish_gives_up_within_its_timeout_and_reports_the_late_write(
 
     await kafka_broker.akill9()
     started = time.monotonic()
-    with pytest.raises(BusError, match="not acknowledged within 2s"):
+    with pytest.raises(PublishUnconfirmed, match="not acknowledged within 2s") as unconfirmed:
         await bus.publish(topic, b"during", headers={H_ID: "rec-during"})
+    assert unconfirmed.value.record_id == "rec-during"
     took = time.monotonic() - started
     assert 1.9 <= took <= 3.0, took
     with pytest.raises(BusError):  # a second caller is refused just as fast, and no new line is logged

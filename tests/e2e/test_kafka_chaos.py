@@ -118,7 +118,8 @@ def total(offsets: dict[int, int] | None) -> int:
 
 @pytest.fixture
 def node(make_node) -> Iterator[Node]:
-    yield make_node(extra_args=["--max-in-flight", str(MAX_IN_FLIGHT)])
+    # One process: each state change is then exactly one line (every worker process logs its own).
+    yield make_node(extra_args=["--max-in-flight", str(MAX_IN_FLIGHT), "--workers", "1"])
 
 
 @pytest.mark.parametrize("round_no", range(ROUNDS))

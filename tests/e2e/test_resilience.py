@@ -73,8 +73,9 @@ def test_two_runners_share_the_partitions(tmp_path, kafka_bootstrap: str, target
 
     cfg = write_config(tmp_path / "config", target.url_for("/erp/orders"), suffix=suffix)
     bus = f"kafka://{kafka_bootstrap}"
-    a = Node(cfg, bus, f"sqlite:///{tmp_path}/store-a.db").start()
-    b = Node(cfg, bus, f"sqlite:///{tmp_path}/store-b.db").start()
+    one = ["--workers", "1"]  # a runner is one group member
+    a = Node(cfg, bus, f"sqlite:///{tmp_path}/store-a.db", extra_args=one).start()
+    b = Node(cfg, bus, f"sqlite:///{tmp_path}/store-b.db", extra_args=one).start()
     try:
         # The stream starts only once the group has settled with both members owning partitions:
         # a rebalance during the stream would (rightly) redeliver in-flight records.

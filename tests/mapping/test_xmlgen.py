@@ -29,7 +29,8 @@ from syncbus.yamlfile import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = ["a", "b", "c", "amount", "name", "lines", "n"]
-NAMES = ["A", "B", "C", "VBELN", "ns:X", "@id", "@kind", "x-y", "1bad", "bad name"]
+NAMES = ["A", "B", "C", "D", "E", "VBELN", "ns:X", "x-y", "@id", "@kind", "@n", "1bad", "bad name"]
+VALID = NAMES[:-2]  # most mappings get valid names (a writer); some get names XML refuses (no writer)
 CHAINS = ["trim", "upper", "trim | upper", "decimal(2)", "decimal(0)", "decimal(3)", "zfill(4)", "str",
           "normalize_company", "mask_phone", "date('%Y%m%d')"]
 
@@ -50,7 +51,7 @@ def field_specs(draw: st.DrawFn, depth: int) -> Any:
     kind = draw(st.sampled_from(["path", "full", "const", "nested", "each", "expr"] if depth < 2
                                 else ["path", "full", "const", "expr"]))
     if kind == "path":
-        return draw(st.sampled_from(KEYS + ["a.b", "lines[0].n", "$.amount"]))
+        return draw(st.sampled_from([*KEYS, "a.b", "lines[0].n", "$.amount"]))
     if kind == "const":
         return {"const": draw(st.one_of(scalars, st.dictionaries(st.sampled_from(["K", "@v"]), texts, max_size=2),
                                         st.lists(texts, max_size=2)))}
@@ -60,7 +61,9 @@ def field_specs(draw: st.DrawFn, depth: int) -> Any:
         return {"each": draw(st.sampled_from(KEYS)), "fields": draw(objects(depth + 1))}
     spec: dict[str, Any] = {}
     if kind == "expr":
-        spec["expr"] = draw(st.sampled_from(['"x<" + string(size(record))', "size(record)", "record.a",
+        # Not `record.a`: CEL gives a map back with its keys in varying order (expressions.py), so
+        # even two runs of the general path can name a different value in the same error.
+        spec["expr"] = draw(st.sampled_from(['"x<" + string(size(record))', "size(record)",
                                              "record.amount > 1", "[1, 2]"]))
     else:
         spec["from"] = draw(st.sampled_from(KEYS))
@@ -80,7 +83,8 @@ def field_specs(draw: st.DrawFn, depth: int) -> Any:
 
 @st.composite
 def objects(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
-    names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True))
+    pool = NAMES if draw(st.integers(0, 9)) == 0 else VALID
+    names = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=5, unique=True))
     return {name: draw(field_specs(depth)) for name in names}
 
 
@@ -111,14 +115,14 @@ def outcome(m: CompiledMapping, record: dict[str, Any], writers: tuple[Any, ...]
     m.writers = writers
     try:
         result = m.map_object(record)
-    except Exception as exc:  # noqa: BLE001 - the error is part of the outcome
+    except Exception as exc:
         return ("error", type(exc).__name__, str(exc))
     finally:
         m.writers = saved
     return ("ok", result.key, result.skipped, [(o.target.sink, o.body, o.payload) for o in result.outputs])
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(spec=mappings(), batch=st.lists(records, min_size=1, max_size=4))
 def test_writer_equals_general_path(tmp_path_factory: pytest.TempPathFactory, spec: dict[str, Any],
                                     batch: list[dict[str, Any]]) -> None:
@@ -162,11 +166,11 @@ def test_fast_decimal_equals_the_transform(value: Any, places: int) -> None:
     assert fast is not real
     try:
         expected: Any = real(value)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         expected = ("error", type(exc).__name__, str(exc))
     try:
         got: Any = fast(value)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         got = ("error", type(exc).__name__, str(exc))
     assert got == expected
 

@@ -20,8 +20,14 @@ It is the default so that syncbus runs with no broker. Design choices:
   process, a (group, topic) is owned by one consumer at a time (like a Kafka
   group whose topic has one partition); when the owner stops, another
   consumer of the group takes over from the committed offset. Consumers of the
-  same group in *different* processes are not coordinated -- scale-out is
-  Kafka's job; run one ``syncbus run`` per embedded file.
+  same group in *different* processes are not coordinated -- except for the
+  workers of one ``syncbus run --workers N`` (``share``): each of them takes
+  the records whose key falls in its share (a hash of the key; records without
+  a key go to worker 0, so their order holds), and commits its own position,
+  ``<group>@<i>/<N>``. The group's own row is kept at the lowest of the
+  workers' positions, in the same transaction, so the ledger and a later run
+  with another number of workers start from a position every worker is past.
+  Run one ``syncbus run`` per embedded file.
 * **Wake-ups.** A publish in this process wakes waiting consumers at once; a
   publish by another process (e.g. ``syncbus dlq replay``) is noticed by a
   watcher that polls the ``topics`` table every 50 ms while anyone waits.
@@ -37,6 +43,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,6 +64,7 @@ T = TypeVar("T")
 
 PARTITION = 0
 POLL_INTERVAL = 0.05        # seconds between checks for publishes by other processes
+SHARED_POLL_INTERVAL = 0.01  # ... when workers share the file: half the records come from the others
 BUSY_TIMEOUT_MS = 10_000    # wait this long for another process's write lock
 MAX_BATCH = 5_000           # bound one transaction (and so the latency of its callers)
 
@@ -110,6 +118,16 @@ class _Commit:
     group: str
     offsets: dict[tuple[str, int], int]
     future: asyncio.Future[Any]
+    # Workers sharing a group (EmbeddedBus.share): (the group, every worker's share group). The group's
+    # row then moves to the lowest of the shares' rows -- once every share has one.
+    derive: tuple[str, tuple[str, ...]] | None = None
+
+
+def share_of(key: str | None, count: int) -> int:
+    """Which of ``count`` workers takes a record with ``key``: a stable hash; no key → worker 0."""
+    if key is None or count <= 1:
+        return 0
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % count
 
 
 _Op = _Publish | _Commit
@@ -129,6 +147,7 @@ class _SqliteThread:
                                    timeout=BUSY_TIMEOUT_MS / 1000)
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.create_function("syncbus_share", 2, share_of, deterministic=True)
             self._conn = conn
         return self._conn
 
@@ -197,6 +216,7 @@ def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[Any]:
         rows: list[tuple[Any, ...]] = []
         claims: dict[tuple[str, str], Published] = {}
         commits: list[tuple[str, str, int, int]] = []
+        derived: list[tuple[str, tuple[str, ...], str, int]] = []
         for op in ops:
             if isinstance(op, _Publish):
                 if op.once is not None:
@@ -224,6 +244,8 @@ def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[Any]:
                     results.append(claims[(scope, key)])
             else:
                 commits.extend((op.group, t, p, o) for (t, p), o in op.offsets.items())
+                if op.derive is not None:
+                    derived.extend((op.derive[0], op.derive[1], t, p) for t, p in op.offsets)
                 results.append(-1)
         if rows:
             conn.executemany('INSERT INTO log (topic, "partition", "offset", key, value, headers, ts) '
@@ -238,6 +260,14 @@ def _write_batch(conn: sqlite3.Connection, ops: list[_Op]) -> list[Any]:
             conn.executemany('INSERT INTO offsets ("group", topic, "partition", next_offset) '
                              'VALUES (?, ?, ?, ?) ON CONFLICT ("group", topic, "partition") '
                              'DO UPDATE SET next_offset=MAX(next_offset, excluded.next_offset)', commits)
+        for group, shares, topic, part in derived:
+            marks = ",".join("?" * len(shares))
+            conn.execute('INSERT INTO offsets ("group", topic, "partition", next_offset) '
+                         'SELECT ?, ?, ?, MIN(next_offset) FROM offsets '
+                         f'WHERE topic=? AND "partition"=? AND "group" IN ({marks}) HAVING COUNT(*)=? '
+                         'ON CONFLICT ("group", topic, "partition") '
+                         'DO UPDATE SET next_offset=MAX(next_offset, excluded.next_offset)',
+                         (group, topic, part, topic, part, *shares, len(shares)))
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -259,6 +289,44 @@ def _read_records(conn: sqlite3.Connection, positions: list[tuple[str, int]], li
                               headers=orjson.loads(headers), topic=topic,
                               partition=PARTITION, offset=off, timestamp=ts))
     return out
+
+
+def _read_share_records(conn: sqlite3.Connection, positions: list[tuple[str, int]], limit: int, index: int,
+                        count: int) -> tuple[list[Record], dict[str, int], set[str]]:
+    """``_read_records`` of one worker's share: (its records, per topic the position after what was
+    scanned, the topics scanned to their end).
+
+    The end is read first: every offset below it was committed when it was
+    read, so the scan (a later snapshot) cannot miss one of them.
+    """
+    out: list[Record] = []
+    scanned: dict[str, int] = {}
+    at_end: set[str] = set()
+    for topic, pos in positions:
+        room = limit - len(out)
+        if room <= 0:
+            break
+        row = conn.execute('SELECT next_offset FROM topics WHERE topic=? AND "partition"=?',
+                           (topic, PARTITION)).fetchone()
+        end = row[0] if row else 0
+        if end <= pos:
+            scanned[topic] = pos
+            at_end.add(topic)
+            continue
+        rows = conn.execute('SELECT "offset", key, value, headers, ts FROM log '
+                            'WHERE topic=? AND "partition"=? AND "offset">=? AND "offset"<? '
+                            'AND syncbus_share(key, ?)=? ORDER BY "offset" LIMIT ?',
+                            (topic, PARTITION, pos, end, count, index, room)).fetchall()
+        for off, key, value, headers, ts in rows:
+            out.append(Record(value=crypto.open(bytes(value)), key=key,  # issue 12
+                              headers=orjson.loads(headers), topic=topic,
+                              partition=PARTITION, offset=off, timestamp=ts))
+        if len(rows) < room:
+            scanned[topic] = end
+            at_end.add(topic)
+        else:
+            scanned[topic] = rows[-1][0] + 1
+    return out, scanned, at_end
 
 
 def _read_high_water(conn: sqlite3.Connection, topics: Sequence[str] | None) -> dict[str, int]:
@@ -295,6 +363,8 @@ class EmbeddedBus:
         self._waiting: set[EmbeddedConsumer] = set()
         self._owners: dict[tuple[str, str], EmbeddedConsumer] = {}
         self._tails: dict[str, Tail] = {}
+        self._share: tuple[int, int] | None = None   # (this worker, workers) of `syncbus run --workers`
+        self._poll_interval = POLL_INTERVAL
         # Per topic, the highest next offset this process knows of (its own commits, the watcher's
         # polls, reads that came back short): a consumer at or past it has nothing to read.
         self._known_end: dict[str, int] = {}
@@ -302,6 +372,20 @@ class EmbeddedBus:
         # the group-commit factor (exposed for metrics and tests).
         self.transactions = 0
         self.writes = 0
+
+    def share(self, index: int, count: int) -> None:
+        """This process is worker ``index`` of ``count`` on this file: its consumers take only their share.
+
+        See the module docstring (Consumers). Call before any consumer starts.
+        """
+        if not 0 <= index < count:
+            raise BusError(f"embedded bus {self.path}: worker {index} of {count} does not exist")
+        self._share = (index, count) if count > 1 else None
+        self._poll_interval = SHARED_POLL_INTERVAL if count > 1 else POLL_INTERVAL
+
+    def _mine(self, key: str | None) -> bool:
+        share = self._share
+        return share is None or share_of(key, share[1]) == share[0]
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -397,9 +481,10 @@ class EmbeddedBus:
         assert isinstance(result, Published)
         return result
 
-    async def _commit_offsets(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    async def _commit_offsets(self, group: str, offsets: dict[tuple[str, int], int],
+                              derive: tuple[str, tuple[str, ...]] | None = None) -> None:
         await self._ready()
-        await self._submit(_Commit(group, dict(offsets), asyncio.get_running_loop().create_future()))
+        await self._submit(_Commit(group, dict(offsets), asyncio.get_running_loop().create_future(), derive))
 
     async def _submit(self, op: _Op) -> Any:
         self._pending.append(op)
@@ -459,15 +544,16 @@ class EmbeddedBus:
         if offset + 1 > self._known_end.get(op.topic, -1):
             self._known_end[op.topic] = offset + 1
 
-    def _from_memory(self, topic: str, position: int, limit: int) -> list[Record] | None:
-        """Records at ``position`` without SQLite: from the tail, or [] when nothing is there; None: read."""
+    def _from_memory(self, topic: str, position: int, limit: int) -> tuple[list[Record], int] | None:
+        """(records, the position after them) without SQLite: from the tail, or none when nothing is
+        there. None: read SQLite."""
         tail = self._tails.get(topic)
         if tail is not None:
-            records = tail.read(position, limit)
-            if records is not None:
-                return records
+            got = tail.read(position, limit, None if self._share is None else self._mine)
+            if got is not None:
+                return got
         if position >= self._known_end.get(topic, 1 << 62):
-            return []
+            return [], position
         return None
 
     def _learned_end(self, topic: str, end: int) -> None:
@@ -510,7 +596,7 @@ class EmbeddedBus:
         """Notice publishes by other processes while some consumer waits."""
         try:
             while self._waiting and not self._closed:
-                await asyncio.sleep(POLL_INTERVAL)
+                await asyncio.sleep(self._poll_interval)
                 if not self._waiting:
                     break
                 try:
@@ -550,6 +636,12 @@ class EmbeddedConsumer:
         self._started = False
         self._stopped = False
         self._rotate = 0
+        # A worker of `syncbus run --workers N` (EmbeddedBus.share): (its share's group, every share's group).
+        self._shared: tuple[str, tuple[str, ...]] | None = None
+        if bus._share is not None:
+            index, count = bus._share
+            shares = tuple(f"{group}@{i}/{count}" for i in range(count))
+            self._shared = (shares[index], shares)
 
     def _where(self) -> str:
         return f"embedded bus {self.bus.path}: consumer group {self.group!r}"
@@ -572,6 +664,9 @@ class EmbeddedConsumer:
             self.bus._owners[(self.group, topic)] = self   # before awaiting: no double claims
             try:
                 committed = await self.bus._read(partial(_read_committed, group=self.group, topic=topic))
+                if self._shared is not None:  # a worker: its share's own position, if it is further
+                    own = await self.bus._read(partial(_read_committed, group=self._shared[0], topic=topic))
+                    committed = max(committed, own)
             except BaseException:
                 self.bus._owners.pop((self.group, topic), None)
                 raise
@@ -594,11 +689,9 @@ class EmbeddedConsumer:
                 topics = list(self._positions)
                 self._rotate = (self._rotate + 1) % len(topics)
                 order = topics[self._rotate:] + topics[:self._rotate]   # fairness between topics
-                records = await self._read_from(order, limit)
+                records, ends = await self._read_from(order, limit)
+                self._advance(records, ends)
                 if records:
-                    for r in records:
-                        self._tracker.fetched((r.topic, r.partition), r.offset)
-                        self._positions[r.topic] = r.offset + 1
                     return records
             remaining = deadline - loop.time()
             if remaining <= 0 or self._stopped:
@@ -612,10 +705,12 @@ class EmbeddedConsumer:
             finally:
                 self.bus._waiting.discard(self)
 
-    async def _read_from(self, topics: list[str], limit: int) -> list[Record]:
-        """Records from each topic's position on: from memory where it holds them, else from SQLite."""
+    async def _read_from(self, topics: list[str], limit: int) -> tuple[list[Record], dict[str, int]]:
+        """Records from each topic's position on -- from memory where it holds them, else from SQLite --
+        and per topic the position after what was looked at (past other workers' records, when shared)."""
         bus = self.bus
         out: list[Record] = []
+        ends: dict[str, int] = {}
         unread: list[tuple[str, int]] = []
         for topic in topics:
             if len(out) >= limit:
@@ -625,18 +720,46 @@ class EmbeddedConsumer:
             if got is None:
                 unread.append((topic, position))
             else:
-                out.extend(got)
+                out.extend(got[0])
+                ends[topic] = got[1]
         if unread and len(out) < limit:
             room = limit - len(out)
-            read = await bus._read(partial(_read_records, positions=unread, limit=room))
-            if len(read) < room:  # every topic read to its end: remember where that was
-                ends = {t: p for t, p in unread}
+            share = bus._share
+            if share is None:
+                read = await bus._read(partial(_read_records, positions=unread, limit=room))
+                scanned = {t: p for t, p in unread}
                 for r in read:
-                    ends[r.topic] = r.offset + 1
-                for topic, end in ends.items():
-                    bus._learned_end(topic, end)
+                    scanned[r.topic] = r.offset + 1
+                at_end = set(scanned) if len(read) < room else set()  # every topic read to its end
+            else:
+                read, scanned, at_end = await bus._read(partial(
+                    _read_share_records, positions=unread, limit=room, index=share[0], count=share[1]))
+            for topic in at_end:
+                bus._learned_end(topic, scanned[topic])
             out.extend(read)
-        return [r for r in out if r.topic in self._positions]  # lost ownership meanwhile
+            ends.update(scanned)
+        owned = self._positions  # ownership may have been lost meanwhile
+        return [r for r in out if r.topic in owned], {t: e for t, e in ends.items() if t in owned}
+
+    def _advance(self, records: list[Record], ends: dict[str, int]) -> None:
+        """Track fetched records; move positions past what was looked at.
+
+        A worker's share skips other workers' records. When the scan went past
+        its last own record, the last offset looked at is recorded as fetched
+        and done, so commits move past those records too (their own worker
+        tracks them) instead of stopping at this worker's last record.
+        """
+        last: dict[str, int] = {}
+        tracker = self._tracker
+        for r in records:
+            tracker.fetched((r.topic, r.partition), r.offset)
+            last[r.topic] = r.offset + 1
+        for topic, end in ends.items():
+            if end > last.get(topic, self._positions[topic]) and self._shared is not None:
+                tracker.fetched((topic, PARTITION), end - 1)
+                tracker.done((topic, PARTITION), end - 1)
+            if end > self._positions[topic]:
+                self._positions[topic] = end
 
     def done(self, record: Record) -> None:
         self._tracker.done((record.topic, record.partition), record.offset)
@@ -645,17 +768,24 @@ class EmbeddedConsumer:
         offsets = self._tracker.to_commit()
         if not offsets:
             return
-        await self.bus._commit_offsets(self.group, offsets)
+        if self._shared is None:
+            await self.bus._commit_offsets(self.group, offsets)
+        else:  # the share's own row; the group's row follows the lowest share (module docstring)
+            await self.bus._commit_offsets(self._shared[0], offsets, derive=(self.group, self._shared[1]))
         self._tracker.committed(offsets)
 
     async def lag(self) -> dict[tuple[str, int], int]:
         if not self._positions:
             return {}
+        if self._shared is not None and self._shared[0] != self._shared[1][0]:
+            return {}  # workers share a group: worker 0 reports the group's lag (summed over workers)
         marks = await self.bus.high_water(list(self._positions))
         out: dict[tuple[str, int], int] = {}
         for topic in self._positions:
             part = self._tracker.parts.get((topic, PARTITION))
             committed = part.committed if part else 0
+            if self._shared is not None:  # the group's row: the lowest of the workers' positions
+                committed = await self.bus._read(partial(_read_committed, group=self.group, topic=topic))
             out[(topic, PARTITION)] = max(0, marks.get(topic, 0) - committed)
         return out
 

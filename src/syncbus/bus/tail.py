@@ -19,6 +19,7 @@ reads SQLite as before. Memory is bounded by ``capacity`` records per topic.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from ..record import Record
 
@@ -53,8 +54,14 @@ class Tail:
         if len(records) > self.capacity:
             records.popleft()
 
-    def read(self, position: int, limit: int) -> list[Record] | None:
-        """Copies of up to ``limit`` records from ``position``; None when the tail does not hold it."""
+    def read(self, position: int, limit: int, mine: Callable[[str | None], bool] | None = None,
+             ) -> tuple[list[Record], int] | None:
+        """Copies of up to ``limit`` records from ``position`` on, and the position after what was looked at.
+
+        ``mine``: only records whose key it accepts (a worker's share, see
+        ``EmbeddedBus.share``); the others are passed over. None when the tail
+        does not hold ``position``.
+        """
         records = self.records
         if not records:
             return None
@@ -62,8 +69,14 @@ class Tail:
         if position < first or position > records[-1].offset:
             return None
         out: list[Record] = []
-        for i in range(position - first, min(len(records), position - first + limit)):
+        end = position
+        for i in range(position - first, len(records)):
             r = records[i]
+            end = r.offset + 1
+            if mine is not None and not mine(r.key):
+                continue
             # Each consumer gets its own Record (and headers dict), as a read from SQLite gives it.
             out.append(Record(r.value, r.key, dict(r.headers), r.topic, r.partition, r.offset, r.timestamp))
-        return out
+            if len(out) >= limit:
+                break
+        return out, end

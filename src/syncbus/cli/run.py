@@ -34,8 +34,24 @@ def run(
     no_trace: Annotated[bool, typer.Option("--no-trace", help="Do not record trace events")] = False,
     tls_cert: TlsCert = None, tls_key: TlsKey = None, tls_client_ca: TlsClientCa = None,  # issue 12
     tls_require_client_cert: TlsRequireClientCert = False, encrypt_bus: EncryptBus = False,  # issue 12
+    workers: Annotated[int | None, typer.Option(  # issue 11: workers.py
+        "--workers", envvar="SYNCBUS_WORKERS", min=1,
+        help="Processes sharing the port and the routes' work (default: the number of cores)")] = None,
 ) -> None:
     """Run connectors, routes and the HTTP server until SIGTERM/SIGINT."""
+    import os
+    import sys
+
+    from ..workers import WorkerIdentity, default_workers, prepare_worker, run_parent  # issue 11
+
+    worker = WorkerIdentity.from_env(os.environ)  # issue 11: set by the parent of `--workers N`
+    if worker is None and (workers or default_workers()) > 1:
+        parent_settings = _settings(config_dir, bus, store)
+        raise typer.Exit(run_parent(sys.argv[1:], workers or default_workers(), host or parent_settings.host,
+                                    parent_settings.port if port is None else port, log_format))
+    if worker is not None:
+        prepare_worker(os.environ)
+        port = worker.port if worker.port is not None else port
     from ..config import Settings
     from ..ingress.server import serve
     from ..logs import banner_line  # issue 9
@@ -53,11 +69,18 @@ def run(
     project = load_project(settings.config_dir)
     runtime = Runtime(settings, project, options=RouterOptions(max_in_flight=max_in_flight),
                       trace=not no_trace)
+    share = getattr(runtime.bus, "share", None)  # issue 11: the embedded bus splits by key among workers
+    if worker is not None and callable(share):
+        share(worker.index, worker.count)
 
     def banner(bound_host: str, bound_port: int) -> None:
         # Printed once the socket listens, with the port actually bound: scripts wait for this line.
-        typer.echo(banner_line(f"syncbus: {len(project.mappings)} routes, bus {settings.bus_url}, "  # issue 9: json
-                               f"{'https' if tls else 'http'}://{bound_host}:{bound_port}", log_format),
-                   err=True)  # issue 12: https
+        line = banner_line(f"syncbus: {len(project.mappings)} routes, bus {settings.bus_url}, "  # issue 9: json
+                           f"{'https' if tls else 'http'}://{bound_host}:{bound_port}", log_format)  # issue 12
+        if worker is not None:
+            worker.announce(line)  # issue 11: the parent prints worker 0's line once every worker listens
+        else:
+            typer.echo(line, err=True)
 
-    serve(runtime, settings.host, settings.port, log_level.lower(), on_ready=banner, tls=tls)
+    serve(runtime, settings.host, settings.port, log_level.lower(), on_ready=banner, tls=tls,
+          reuse_port=worker is not None)  # issue 11: workers share the port

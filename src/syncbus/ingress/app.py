@@ -216,7 +216,7 @@ def create_app(runtime: Any, manage_lifecycle: bool = True) -> FastAPI:
     async def admin_reload(request: Request) -> JSONResponse:  # issue 9
         actor = authenticate_admin(request, runtime.admin_keys, "the admin API", scope="admin")
         try:
-            changes = await runtime.reloader.reload("POST /admin/reload", by=str(actor))
+            changes = await runtime.reloader.reload("POST /admin/reload", by=str(actor), everywhere=True)
         except ReloadRefused as exc:
             raise HttpError(422, "config_invalid", "the configuration was not applied; the running one stays",
                             body={"errors": exc.errors}) from None

@@ -70,7 +70,7 @@ class IngressFastApp(FastAPI):
         except ClientDisconnect:
             log.debug("client went away during POST %s", scope.get("path"))
             return
-        except Exception as exc:  # noqa: BLE001 - answered like the full app would
+        except Exception as exc:
             response = await self._handled(request, exc)
         await response(scope, receive, send)
 

@@ -108,11 +108,17 @@ def fit_to_fds(limits: HttpLimits, fd_limit: int) -> HttpLimits:
     return dataclasses.replace(limits, max_connections=budget)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Bind before the runtime starts: an address in use is one line and exit 1, with nothing started."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """Bind before the runtime starts: an address in use is one line and exit 1, with nothing started.
+
+    ``reuse_port``: the workers of ``syncbus run --workers N`` each bind the
+    port the parent checked (SO_REUSEPORT); the kernel spreads connections.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # issue 11: workers
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -190,18 +196,19 @@ def secured_app(runtime: Any, tls: TlsOptions | None = None) -> Any:
 
 
 def serve(runtime: Any, host: str, port: int, log_level: str = "info", *, limits: HttpLimits | None = None,
-          on_ready: OnReady | None = None, tls: TlsOptions | None = None) -> None:
+          on_ready: OnReady | None = None, tls: TlsOptions | None = None, reuse_port: bool = False) -> None:
     """Run the HTTP server until SIGTERM/SIGINT, which stop intake first, then the runtime (graceful).
 
     ``on_ready(host, port)`` is called once the socket listens, with the real
     port (``port=0`` picks a free one). ``tls``: serve HTTPS (``security/tls.py``).
+    ``reuse_port``: a worker of ``syncbus run --workers N`` (``workers.py``).
     """
     app = secured_app(runtime, tls)
     limits = fit_to_fds(limits or limits_from_env(os.environ), raise_fd_limit())
     # The TLS files are read (and refused with one line) before anything listens or starts.
     config = GuardedConfig(app, limits, tls=tls, log_level=log_level, access_log=False, lifespan="on",
                            timeout_graceful_shutdown=15, server_header=False)
-    sock = bind(host, port)
+    sock = bind(host, port, reuse_port=reuse_port)
     # The runtime starts before the HTTP server, not in its lifespan hook: a sink
     # that cannot start (missing table, bad folder) is then one line and exit 1,
     # not uvicorn's "Application startup failed" traceback.

@@ -68,9 +68,9 @@ def _load_classes() -> list[Any]:
 
 def map_fast(m: CompiledMapping, obj: Any, key: str | None, writers: Sequence[Any]) -> MapResult | None:
     """Targets after ``when``: generated writers where there are some, the general encoder elsewhere."""
-    lazy, Output, MapResult = _classes or _load_classes()  # noqa: N806 - classes
+    lazy, output, result = _classes or _load_classes()
     try:
-        outputs: list[Output] = []
+        outputs: list[Any] = []
         mapped: Any = _UNSET
         build = m.build
         for target, writer in zip(m.targets, writers, strict=True):
@@ -80,18 +80,18 @@ def map_fast(m: CompiledMapping, obj: Any, key: str | None, writers: Sequence[An
                 if mapped is _UNSET:
                     outputs.append(lazy(target, writer(obj), _builder(build, obj)))  # type: ignore[call-arg]
                 else:
-                    outputs.append(Output(target, mapped, writer(obj)))
+                    outputs.append(output(target, mapped, writer(obj)))
                 continue
             if mapped is _UNSET:
                 mapped = build(obj, obj)
             if target.schema is not None:
                 target.schema.check(mapped)
-            outputs.append(Output(target, mapped, target.codec.encode(mapped)))
+            outputs.append(output(target, mapped, target.codec.encode(mapped)))
         if not outputs:
             build(obj, obj)  # the general path builds before any target's `when`: its errors count
-    except Exception:  # noqa: BLE001 - the general path decides (and names) every error
+    except Exception:
         return None
-    return MapResult(key, outputs, skipped=not outputs)
+    return result(key, outputs, skipped=not outputs)  # type: ignore[no-any-return]
 
 
 def _builder(build: Callable[[Any, Any], Any], obj: Any) -> Callable[[], Any]:

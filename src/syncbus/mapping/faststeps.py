@@ -68,7 +68,7 @@ def fast_chain(text: str | None, chain: Step | None) -> Step | None:
         return chain
     try:
         steps = _parse(text)
-    except Exception:  # noqa: BLE001 - compiled fine before; keep what the compiler made
+    except Exception:
         return chain
     if len(steps) != 1:
         return chain

@@ -116,12 +116,13 @@ class _Gen:
                 merged[-1] = (item[0], "s", merged[-1][2] + item[2])
             else:
                 merged.append(item)
-        for indent, kind, text in merged:
+        for indent, kind, piece in merged:
+            line = piece
             if kind == "s":
                 k = self.next()
-                self.ns[f"S{k}"] = text
-                text = f"append(S{k})"
-            lines.append("    " * (indent + 1) + text)
+                self.ns[f"S{k}"] = piece
+                line = f"append(S{k})"
+            lines.append("    " * (indent + 1) + line)
         return "\n".join(lines) + "\n"
 
     # -- one object of the output -----------------------------------------------------

@@ -20,15 +20,15 @@ import socket
 import ssl
 import string
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import quote
 
-import aiohttp
 import httpx
 from pydantic import Field, field_validator
 
 from syncbus import __version__
 from syncbus.errors import DeliveryError
+from syncbus.sinks import http1
 from syncbus.sinks.auth import (
     RETRYABLE_STATUS,
     Authenticator,
@@ -39,10 +39,12 @@ from syncbus.sinks.auth import (
     parse_retry_after,
     safe_url,
 )
-from syncbus.sinks import http1
 from syncbus.sinks.base import BaseSink, Delivery, SinkConfig
 from syncbus.sinks.soap import SoapBinding, SoapFaultError, SoapSpec, parse_fault
 from syncbus.units import format_duration
+
+if TYPE_CHECKING:
+    import aiohttp  # imported when a sink needs it (TLS): 10 MB a node without such sinks does not carry
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 header field name
 _TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -148,6 +150,8 @@ def _session(cfg: HttpSinkConfig) -> aiohttp.ClientSession:
     Delivery is the hot path of every route, so it uses aiohttp; token
     requests (rare) keep httpx.
     """
+    import aiohttp
+
     connector = aiohttp.TCPConnector(limit=cfg.max_connections, ssl=tls_context(cfg), keepalive_timeout=30)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None),
                                  auto_decompress=True, trust_env=False, skip_auto_headers=("User-Agent",),
@@ -159,6 +163,7 @@ class HttpSink(BaseSink):
 
     Config: ClassVar[type[HttpSinkConfig]] = HttpSinkConfig
     config: HttpSinkConfig
+    uses_payload: ClassVar[bool] = False  # sends delivery.body only: the router need not build the dict
     examples: ClassVar[list[dict[str, Any]]] = [
         {"name": "erp-orders", "type": "http", "url_env": "ERP_ORDERS_URL",
          "auth": {"oauth2_client_credentials": {"token_url_env": "ERP_TOKEN_URL", "client_id_env": "ERP_CLIENT_ID",
@@ -192,12 +197,13 @@ class HttpSink(BaseSink):
         return self._auth
 
     async def start(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None or self._fast is not None:
             return
         cfg = self.config
-        self._pool = _session(cfg)
         if http1.supports(cfg.url):
             self._fast = http1.Http1Client(cfg.url, read_limit=_READ_LIMIT)
+        else:
+            self._pool = _session(cfg)
         # httpcore matches every waiting request against every connection on each
         # change (quadratic): with a thousand records in flight it eats the event
         # loop. Waiting here instead keeps its queue empty.
@@ -243,7 +249,7 @@ class HttpSink(BaseSink):
 
     async def send(self, delivery: Delivery) -> None:
         """One attempt (plus one immediate retry with a fresh OAuth2 token after a 401)."""
-        if self._pool is None:
+        if self._pool is None and self._fast is None:
             await self.start()
         body = delivery.body
         if self._soap is not None:
@@ -269,6 +275,8 @@ class HttpSink(BaseSink):
                         headers: list[tuple[str, str]]) -> tuple[int, Mapping[str, str], bytes]:
         if self._fast is not None:
             return await self._exchange_fast(self._fast, body, headers)
+        import aiohttp
+
         session = self._pool
         assert session is not None
         cfg = self.config

@@ -33,6 +33,7 @@ import asyncio
 import time
 import zlib
 from collections import deque
+
 import httptools
 import yarl
 
