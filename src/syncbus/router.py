@@ -126,6 +126,13 @@ class Route:
         spec = mapping.spec.dedupe
         self._dedupe = Deduper(spec.window, spec.compare) if spec is not None else None
 
+    def replace_mapping(self, mapping: CompiledMapping) -> None:
+        """The next records use ``mapping`` (see ``Router.swap_route``)."""
+        if mapping.spec.dedupe != self.mapping.spec.dedupe:
+            spec = mapping.spec.dedupe
+            self._dedupe = Deduper(spec.window, spec.compare) if spec is not None else None
+        self.mapping = mapping
+
     # -- loop -------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -392,6 +399,23 @@ class Router:
         for m in self.mappings.values():
             await self.add_route(m)
         self._lag_task = asyncio.create_task(self._watch(), name="syncbus-lag")
+
+    def swap_route(self, mapping: CompiledMapping) -> bool:
+        """Run a new version of a route on its running consumer: records from the next one on use it.
+
+        A reload that changed only the mapping (same topic, same sinks) needs no
+        drain: each record is mapped and stamped with one version, and keeping the
+        consumer keeps its partitions -- leaving and rejoining the group would hand
+        records in flight to another member, which would deliver them again.
+        False when the route cannot be swapped in place (the caller replaces it).
+        """
+        route = self.routes.get(mapping.name)
+        if (type(route) is not Route or route.mapping.topic != mapping.topic
+                or getattr(mapping.spec, "shadow_of", None)):
+            return False
+        route.replace_mapping(mapping)
+        self.metrics.set_route(mapping.name, mapping.version, mapping.owner)
+        return True
 
     async def add_route(self, mapping: CompiledMapping) -> Route:
         if getattr(mapping.spec, "shadow_of", None):  # issue 10: a shadow compares with the live route, never delivers

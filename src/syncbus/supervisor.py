@@ -286,8 +286,10 @@ class Supervisor:
                     await self._close_sink(name, sink)
                 raise ApplyError(f"reload refused, the running configuration stays: {exc}") from exc
             await self._stop_sources(changes.sources.going)
+            in_place = [n for n in changes.routes.changed if self._swappable(n, new, changes)]
             for name in changes.routes.going:
-                await router.remove_route(name)  # returns once drained and committed
+                if name not in in_place:
+                    await router.remove_route(name)  # returns once drained and committed
             for name in changes.sinks.going:
                 old = self.sinks.pop(name, None)
                 if old is not None:
@@ -295,12 +297,25 @@ class Supervisor:
             self.sinks.update(opened)
             await self.bus.ensure_topics(new.topics)
             for name in changes.routes.coming:
-                await router.add_route(new.mappings[name])
+                if name not in in_place or not router.swap_route(new.mappings[name]):
+                    if name in in_place:
+                        await router.remove_route(name)
+                    await router.add_route(new.mappings[name])
             await record_loaded(self.store, (new.mappings[n] for n in changes.routes.coming))  # issue 10
             await self._start_sources((new.connectors.sources[n] for n in changes.sources.coming), runners)
             self.project = new
             log.info("configuration applied: %s", changes)
             return changes
+
+    def _swappable(self, name: str, new: Project, changes: Any) -> bool:
+        """A changed route that only needs its mapping replaced: same topic, no shadow, its sinks untouched."""
+        old_m, new_m = self.project.mappings.get(name), new.mappings.get(name)
+        if old_m is None or new_m is None or old_m.topic != new_m.topic:
+            return False
+        if getattr(old_m.spec, "shadow_of", None) or getattr(new_m.spec, "shadow_of", None):
+            return False
+        touched = set(changes.sinks.going)
+        return not touched & {t.sink for t in (*old_m.targets, *new_m.targets)}
 
     # -- status ------------------------------------------------------------------------
 

@@ -320,11 +320,9 @@ def test_sighup_and_admin_reload_trigger_a_reload_in_every_worker(tmp_path: Path
 @pytest.mark.slow
 def test_reload_while_1000_orders_stream_delivers_each_exactly_once(make_node, bus_kind: str, target: TargetServer,
                                                                      suffix: str) -> None:
-    # Kafka: one worker. With two, each swap is a consumer leaving and joining the route's group, and
-    # a rebalance hands records still in flight to the other worker, which delivers them again
-    # (bus/kafka.py: at-least-once on rebalance). Closing that needs the route swapped in place,
-    # consumer kept (router.py) -- reported, not done here.
-    node = all_started(make_node(extra_args=TWO_WORKERS if bus_kind == "embedded" else ["--workers", "1"]))
+    # Both buses, two workers: a mapping-only change is swapped in place on the running consumer
+    # (Router.swap_route), so no rebalance hands records in flight to the other worker.
+    node = all_started(make_node(extra_args=TWO_WORKERS))
     route = f"orders-to-erp{suffix}"
     total = 1000
     target.set_default(Reply(200, {"ok": True}, delay=0.05))  # keep deliveries in flight during each swap
