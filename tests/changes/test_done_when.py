@@ -155,7 +155,8 @@ def test_shadow_report_then_promote_and_rollback_lose_and_duplicate_nothing(
     keys = Counter(r.header("idempotency-key") or "" for r in deliveries)
     assert len(keys) == total and max(keys.values()) == 1, keys.most_common(3)
     assert {k.split(":")[1] for k in keys} == set(region_of)
-    # each delivery is what its stamped version makes of the order; both versions ran, in the order 4, 5, 4
+    # each delivery is what its stamped version makes of the order; both versions ran, 4 first and last
+    # (with several workers each swaps on its own, so around a swap the two versions interleave briefly)
     versions_seen: list[str] = []
     for d in sorted(deliveries, key=lambda d: d.time):
         version = d.header("x-syncbus-mapping-version") or ""
@@ -163,7 +164,7 @@ def test_shadow_report_then_promote_and_rollback_lose_and_duplicate_nothing(
             assert _vkorg(d.text) == {"4": "3000", "5": "3500"}[version]
         if not versions_seen or versions_seen[-1] != version:
             versions_seen.append(version)
-    assert versions_seen == ["4", "5", "4"]
+    assert versions_seen[0] == versions_seen[-1] == "4" and "5" in versions_seen, versions_seen
 
     # the history and the audit say who did what
     history = json.loads(node.cli("versions", LIVE, "--json").stdout)
