@@ -8,6 +8,7 @@ of March and the 25th of October).
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -74,7 +75,7 @@ def test_wildcard_schedules_keep_their_pace_through_the_repeated_hour(expr: str,
     start = utc(2026, 10, 24, 22)  # 00:00 CEST on the 25th; five real hours follow up to 03:00 UTC
     got = [s for s in slots_after(every, start, 20) if s <= utc(2026, 10, 25, 3)]
     assert len(got) == 5 * per_hour  # the repeated 02:xx hour runs twice: it is real time
-    assert all(b > a for a, b in zip(got, got[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(got))
 
 
 def test_slots_are_the_same_instants_whatever_the_nodes_local_zone() -> None:

@@ -38,9 +38,11 @@ def db_file(tmp_path: Path) -> Path:
     return tmp_path / "var" / "syncbus.db"
 
 
-@pytest.fixture
-def store(db_file: Path) -> Iterator[Store]:
-    s = Store(sqlite_url(db_file))
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, db_file: Path) -> Iterator[Store]:
+    """The same guarantees on SQLite (one node) and PostgreSQL (the shared store of several nodes)."""
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else sqlite_url(db_file)
+    s = Store(url)
     yield s
     s.close()
 
@@ -54,13 +56,15 @@ def _dl(route: str = "crm-order-to-erp", record_id: str = "rec-1", *, at: dateti
                       headers={H_ID: record_id, "content-type": "application/json"})
 
 
-def test_creates_folder_wal_and_tables(db_file: Path, store: Store) -> None:
+def test_creates_folder_wal_and_tables(db_file: Path) -> None:
+    store = Store(sqlite_url(db_file))
     assert db_file.is_file()
     conn = sqlite3.connect(db_file)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"dead_letters", "dlq_audit", "trace_events", "idempotency_keys"} <= names
+    assert {"dead_letters", "dlq_audit", "trace_events", "idempotency_keys", "record_outcomes"} <= names
     assert store.ping()
+    store.close()
 
 
 def test_add_get_roundtrip(store: Store) -> None:

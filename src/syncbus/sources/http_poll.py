@@ -192,7 +192,7 @@ class _Listing:
     buffered: list[NewRecord] = field(default_factory=list)  # the rest of the current API page
     page_cursor: Any = MISSING         # the cursor that becomes durable once `buffered` is handed out
     next: str | None = None            # URL of the next API page of this run
-    handed: Any = None                 # the cursor object last returned: the runner hands it back to continue
+    handed: Any = field(default_factory=object)  # the cursor object last returned: handed back to continue
 
 
 class HttpPollSource(PollSource):

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -34,6 +34,7 @@ from ..errors import SyncbusError
 from .tables import metadata
 
 BUSY_TIMEOUT_S = 10.0
+SCHEMA_LOCK_KEY = 0x53594E43  # "SYNC": the advisory lock creating the tables
 
 
 class StoreError(SyncbusError):
@@ -75,9 +76,21 @@ class Database:
                 self._trace_engine = self._engine
             self._write_engine = self._engine.execution_options(syncbus_immediate=True)
             self._trace_write_engine = self._trace_engine.execution_options(syncbus_immediate=True)
-            metadata.create_all(self._write_engine)
+            self._create_tables()
         except (SQLAlchemyError, OSError, ImportError) as e:
             raise StoreError(f"store {self.safe_url()}: cannot open: {e}") from e
+
+    def _create_tables(self) -> None:
+        """Create what is missing, once, even when several nodes open a fresh database at the same moment.
+
+        On PostgreSQL two concurrent ``CREATE TABLE`` of the same name make one of
+        them fail (a unique violation in the catalog), so the creation runs under a
+        transaction-scoped advisory lock; SQLite's ``BEGIN IMMEDIATE`` serialises it.
+        """
+        with self._write_engine.begin() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+            metadata.create_all(conn)
 
     def safe_url(self) -> str:
         """The URL without its password, for messages."""
