@@ -52,7 +52,7 @@ async def read_entries(bus_url: str, topics: Sequence[str], since: float, until:
     scheme, target = parse_bus_url(bus_url)
     if scheme == "embedded":
         return await asyncio.to_thread(_embedded_entries, target, list(topics), since, until)
-    return await _kafka_entries(target, list(topics), since, until)
+    return await _kafka_entries(_brokers(target), list(topics), since, until)
 
 
 async def read_group_offsets(bus_url: str, groups: dict[str, Sequence[str]]) -> GroupOffsets:
@@ -60,7 +60,14 @@ async def read_group_offsets(bus_url: str, groups: dict[str, Sequence[str]]) -> 
     scheme, target = parse_bus_url(bus_url)
     if scheme == "embedded":
         return await asyncio.to_thread(_embedded_offsets, target, groups)
-    return await _kafka_offsets(target, groups)
+    return await _kafka_offsets(_brokers(target), groups)
+
+
+def _brokers(target: str) -> str:
+    """``host:port[,host:port]`` without the bus URL's options (``?publish_timeout=5s``)."""
+    from .kafka import split_bootstrap
+
+    return split_bootstrap(target)[0]
 
 
 # -- embedded -------------------------------------------------------------------------

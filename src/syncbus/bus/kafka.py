@@ -410,10 +410,10 @@ class KafkaBus:
         hdrs = dict(headers or {})
         try:
             # Cancelling send() before it returns is safe: the record was not appended yet.
-            sent = await asyncio.wait_for(
-                producer.send(topic, value=value, key=key.encode("utf-8") if key is not None else None,
-                              headers=_encode_headers(hdrs)),
-                max(0.0, deadline - loop.time()))
+            # (timeout_at, not wait_for: in Python 3.11 wait_for made a task per record -- issue 11)
+            async with asyncio.timeout_at(deadline):
+                sent = await producer.send(topic, value=value, key=key.encode("utf-8") if key is not None else None,
+                                           headers=_encode_headers(hdrs))
         except TimeoutError:
             self.broker.bad(f"publish to {topic!r} timed out")
             raise BusError(f"kafka bus {self.bootstrap}: publish to {topic!r} not accepted within {limit:g}s "
@@ -423,7 +423,8 @@ class KafkaBus:
                 self.broker.bad(type(err).__name__)
             raise BusError(f"kafka bus {self.bootstrap}: publish to {topic!r} failed: {err}") from err
         try:
-            meta = await asyncio.wait_for(asyncio.shield(sent), max(0.0, deadline - loop.time()))
+            async with asyncio.timeout_at(deadline):
+                meta = await asyncio.shield(sent)  # a timeout leaves `sent` to _LateWrites
         except TimeoutError:
             self.late_writes.watch(sent, hdrs.get(H_ID, "?"), topic)
             self.broker.bad(f"publish to {topic!r} not acknowledged within {limit:g}s")
