@@ -17,7 +17,6 @@ import os
 import random
 import re
 import socket
-import ssl
 import string
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -43,6 +42,8 @@ from syncbus.sinks.base import BaseSink, Delivery, SinkConfig
 from syncbus.sinks.soap import SoapBinding, SoapFaultError, SoapSpec, parse_fault
 from syncbus.units import format_duration
 
+from .tls import ClientTls, tls_context
+
 if TYPE_CHECKING:
     import aiohttp  # imported when a sink needs it (TLS): 10 MB a node without such sinks does not carry
 
@@ -55,7 +56,7 @@ _USER_AGENT = f"syncbus/{__version__}"
 # Connections per httpx client; see _Pool.
 
 
-class HttpSinkConfig(SinkConfig):
+class HttpSinkConfig(SinkConfig, ClientTls):
     """``type: http`` — send each mapped record as the body of one HTTP request."""
 
     type: Literal["http"] = Field("http", description="The sink type: http.")
@@ -70,13 +71,6 @@ class HttpSinkConfig(SinkConfig):
     max_connections: int = Field(
         32, ge=1, le=1000,
         description="Connections (and requests in flight) to this target; 32 saturates most ERP endpoints.")
-    verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
-    ca_file: str | None = Field(None, description="CA bundle (PEM file) to verify the target with, instead of the "
-                                                  "system's CAs: for targets with a certificate from a private CA.")
-    client_cert: str | None = Field(None, description="Client certificate (PEM file) for targets that require "
-                                                      "mutual TLS; the chain may follow it in the file.")
-    client_key: str | None = Field(None, description="The client certificate's private key (PEM file); "
-                                                     "default: inside client_cert.")
     soap: SoapSpec | None = Field(
         None,
         description="Send the record's XML (route format xml) inside a SOAP envelope: "
@@ -128,17 +122,6 @@ def _header_value(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
 
 
-def tls_context(cfg: HttpSinkConfig) -> ssl.SSLContext | bool:
-    """How the sink verifies the target (``ca_file``) and proves itself (``client_cert``); False: no checks."""
-    if not cfg.verify_tls and not cfg.client_cert:
-        return False
-    ctx = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else httpx.create_ssl_context()
-    if not cfg.verify_tls:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if cfg.client_cert:
-        ctx.load_cert_chain(cfg.client_cert, cfg.client_key)
-    return ctx
 
 
 def _session(cfg: HttpSinkConfig) -> aiohttp.ClientSession:

@@ -32,7 +32,6 @@ origin are refused, so credentials never travel to another host.
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -53,6 +52,7 @@ from ..sinks.auth import (
     make_authenticator,
     safe_url,
 )
+from ..sinks.tls import ClientTls, tls_context
 from ..units import Duration, Size, format_duration
 from .base import NewRecord, PollBatch, PollSource, PollSourceConfig, SourceConfig
 from .http_poll_paging import (
@@ -86,7 +86,7 @@ class HttpPollRefused(HttpPollError, PollRefused):
     """The API answered and said no (4xx), or answered something the options do not describe."""
 
 
-class HttpPollConfig(PollSourceConfig):
+class HttpPollConfig(PollSourceConfig, ClientTls):
     """``type: http_poll`` -- what to GET, how to find the records, the next page and the cursor."""
 
     type: Literal["http_poll"] = "http_poll"
@@ -129,13 +129,6 @@ class HttpPollConfig(PollSourceConfig):
                           "shorter page then ends cursor paging.")
     timeout: Duration = Field(30.0, gt=0, description="Time limit of one request, connect to last byte (duration).")
     max_bytes: Size = Field(16 * 1024 * 1024, ge=1024, description="Largest response body accepted (size).")
-    verify_tls: bool = Field(True, description="Verify the server's TLS certificate.")
-    ca_file: str | None = Field(None, description="CA bundle (PEM file) to verify the API with, instead of the "
-                                                  "system's CAs: for APIs with a certificate from a private CA.")
-    client_cert: str | None = Field(None, description="Client certificate (PEM file) for APIs that require mutual "
-                                                      "TLS; the chain may follow it in the file.")
-    client_key: str | None = Field(None, description="The client certificate's private key (PEM file); default: "
-                                                     "inside client_cert.")
 
     @field_validator("url")
     @classmethod
@@ -171,17 +164,6 @@ class HttpPollConfig(PollSourceConfig):
                       has_more_path=self.has_more_path, limit_param=self.limit_param)
 
 
-def tls_context(cfg: HttpPollConfig) -> ssl.SSLContext | bool:
-    """How the source verifies the API (``ca_file``) and proves itself (``client_cert``); False: no checks."""
-    if not cfg.verify_tls and not cfg.client_cert:
-        return False
-    ctx = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else httpx.create_ssl_context()
-    if not cfg.verify_tls:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if cfg.client_cert:
-        ctx.load_cert_chain(cfg.client_cert, cfg.client_key)
-    return ctx
 
 
 @dataclass
