@@ -32,7 +32,7 @@ run: setup-python install
 test: setup install kafka-fetch
 	$(BIN)/syncbus validate --config-dir .
 	$(BIN)/syncbus test --config-dir .
-	$(BIN)/pytest -q -p no:cacheprovider --durations=25
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
 
 test-fast: install
 	$(BIN)/pytest -q -m "not kafka and not slow"

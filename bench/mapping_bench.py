@@ -3,6 +3,11 @@
 One core, one process, no I/O: the CPU cost per record that every route pays
 before delivery. Printed beside ``xmltodict.unparse`` encoding the same
 mapped object alone, the baseline the issue names.
+
+Issue 11: the route as the peer comparison runs it (bench/peers: no JSON
+Schemas, the XML target only) through ``map_bytes``, with the generated XML
+writer (``mapping/xmlgen.py``) and with it switched off (the general path:
+build the dict, then encode), on the same records.
 """
 
 from __future__ import annotations
@@ -55,7 +60,29 @@ def main() -> dict[str, float]:
     target = no_schema.targets[0]
     build, decode, encode = no_schema.build, no_schema.decoder("application/json").decode, target.codec.encode
 
+    peer = load_mapping(ROOT / "mappings" / "crm-order-to-erp.yaml")
+    peer.input_schema = None
+    peer.targets = peer.targets[:1]
+    peer.targets[0].schema = None
+    peer.targets[0].when = None
+    writers = peer.writers[:1]
+    peer.writers = writers
+    assert writers and writers[0] is not None, "no generated XML writer for the reference mapping"
+    fast_body = peer.map_bytes(raw, "application/json").outputs[0].body
+    peer.writers = ()
+    assert peer.map_bytes(raw, "application/json").outputs[0].body == fast_body
+
+    def peer_map(use_writer: bool) -> Callable[[], object]:
+        def run() -> object:
+            peer.writers = writers if use_writer else ()
+            return peer.map_bytes(raw, "application/json")
+        return run
+
     results = {
+        "peer route: map_bytes, no schemas, XML only, generated writer": rate(peer_map(True)),
+        "peer route: map_bytes, no schemas, XML only, general path": rate(peer_map(False)),
+        "generated XML writer only (map + encode, no dict)":
+            rate(lambda: writers[0](obj)) if (obj := decode(raw)) else 0.0,
         "full route (decode, input schema, when, map, output schema, encode, 2 targets)":
             rate(lambda: mapping.map_bytes(raw, "application/json")),
         "decode → map → encode XML (no schemas)": rate(lambda: encode(build(d := decode(raw), d))),

@@ -60,6 +60,29 @@ def _primary_worker() -> bool:
     return os.environ.get("SYNCBUS_WORKER", "0/1").split("/", 1)[0] in ("", "0")
 
 
+class _EveryFamily:
+    """The workers' samples, plus HELP and TYPE of the metrics nobody has a sample of yet.
+
+    One process lists every metric it defines, sample or not; the workers' files
+    only hold metrics that were touched. A scrape (and the API spec's check of
+    /metrics) must see the same names either way.
+    """
+
+    def __init__(self, collector: Any, local: CollectorRegistry, skip: tuple[str, ...]) -> None:
+        self.collector = collector
+        self.local = local
+        self.skip = skip
+
+    def collect(self) -> Iterator[Metric]:
+        seen: set[str] = set()
+        for family in self.collector.collect():
+            seen.add(family.name)
+            yield family
+        for family in self.local.collect():
+            if family.name not in seen and not family.name.startswith(self.skip):
+                yield Metric(family.name, family.documentation, family.type)
+
+
 class _NotCounted:
     """A counter that counts nothing: node-wide events every worker sees, counted by worker 0 only."""
 
@@ -219,7 +242,8 @@ class Metrics:
             from prometheus_client.multiprocess import MultiProcessCollector
 
             merged = CollectorRegistry()
-            MultiProcessCollector(merged, path=MULTIPROCESS_DIR)
+            merged.register(_EveryFamily(MultiProcessCollector(None, path=MULTIPROCESS_DIR), self.registry,
+                                         skip=("syncbus_route_info", "process_", "python_")))
             merged.register(self.route_info)  # issue 9: this worker's routes, see RouteInfo
             merged.register(NodeProcesses(MULTIPROCESS_DIR))  # issue 9: process_* of the whole node
             PlatformCollector(registry=merged)

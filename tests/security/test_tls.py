@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,6 +97,14 @@ def test_required_client_certificates_refuse_at_the_handshake(tmp_path: Path, pk
     node = _node(tmp_path, pki, "--tls-client-ca", str(pki.ca), "--tls-require-client-cert")
     with pytest.raises(RuntimeError):
         node.start(timeout=5)            # its readiness probe has no certificate: it never gets an answer
+    deadline = time.monotonic() + 60     # ...but it does listen (under load a worker may take a while)
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", node.port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, node.tail()
+            time.sleep(0.2)
     try:
         with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
             tls = tls_context(pki.ca).wrap_socket(sock, server_hostname="127.0.0.1")

@@ -36,7 +36,8 @@ def run(
     tls_require_client_cert: TlsRequireClientCert = False, encrypt_bus: EncryptBus = False,  # issue 12
     workers: Annotated[int | None, typer.Option(  # issue 11: workers.py
         "--workers", envvar="SYNCBUS_WORKERS", min=1,
-        help="Processes sharing the port and the routes' work (default: the number of cores)")] = None,
+        help="Processes sharing the port and the routes' work (default: the number of cores on the embedded "
+             "bus; 1 on Kafka, where every worker joining or leaving rebalances the routes' groups)")] = None,
 ) -> None:
     """Run connectors, routes and the HTTP server until SIGTERM/SIGINT."""
     import os
@@ -45,9 +46,13 @@ def run(
     from ..workers import WorkerIdentity, default_workers, prepare_worker, run_parent  # issue 11
 
     worker = WorkerIdentity.from_env(os.environ)  # issue 11: set by the parent of `--workers N`
-    if worker is None and (workers or default_workers()) > 1:
-        parent_settings = _settings(config_dir, bus, store)
-        raise typer.Exit(run_parent(sys.argv[1:], workers or default_workers(), host or parent_settings.host,
+    parent_settings = _settings(config_dir, bus, store)
+    if workers is None:
+        # On Kafka each worker is a group member: a rebalance at every start, stop and reload hands records in
+        # flight to another member, which delivers them again (deduplicated by targets, but ours). Opt in there.
+        workers = default_workers() if parent_settings.bus_url.startswith("embedded") else 1
+    if worker is None and workers > 1:
+        raise typer.Exit(run_parent(sys.argv[1:], workers, host or parent_settings.host,
                                     parent_settings.port if port is None else port, log_format))
     if worker is not None:
         prepare_worker(os.environ)

@@ -16,6 +16,7 @@ import hashlib
 import time
 from typing import Any
 
+import orjson
 from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
@@ -159,8 +160,18 @@ async def _ingest(request: Request, source: str) -> JSONResponse:
         placed = Published(published.id, published.topic, published.partition, published.offset, duplicate=False)
     else:
         placed = await _publish_once(rt, source, src.topic, record, idem, fingerprint(ctype, body))
-    return JSONResponse(_answer(placed), status_code=202,
+    return Accepted(_answer(placed), status_code=202,
                         headers={"Idempotent-Replayed": "true"} if placed.duplicate else None)
+
+
+class Accepted(JSONResponse):
+    """The 202 of one record: the same bytes JSONResponse writes for it (ids, topic names, numbers), by orjson.
+
+    ``json.dumps`` was a visible share of the ingress CPU per record (issue 11).
+    """
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def _answer(placed: Published) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import uvicorn
 
+from .. import memory  # issue 11
 from ..errors import SyncbusError
 from ..reload import hot_reload  # issue 9
 from ..state import crypto
@@ -215,13 +216,16 @@ def serve(runtime: Any, host: str, port: int, log_level: str = "info", *, limits
     server = GracefulServer(config, on_ready)
 
     async def main() -> None:
+        trimmer = asyncio.create_task(memory.trim_periodically(), name="syncbus-malloc-trim")  # issue 11
         await runtime.start()
         try:
             async with hot_reload(runtime):  # issue 9: config watcher + SIGHUP, uvicorn logs via logs.py
                 await server.serve(sockets=[sock])
         finally:
+            trimmer.cancel()
             await runtime.stop()
 
+    memory.limit_arenas()  # issue 11: before the bus, store and trace threads start (memory.py)
     tune_gc()
     try:
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:  # uvloop when installed
