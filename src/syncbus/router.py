@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 
 STALL_AFTER = 10.0  # seconds of failing commits before a route counts as stalled
 
+async def lag_per_topic(consumer: Consumer) -> dict[str, int]:
+    """A consumer's lag summed over the partitions it owns, per topic (the `syncbus_consumer_lag` gauge)."""
+    per_topic: dict[str, int] = {}
+    for (topic, _p), n in (await consumer.lag()).items():
+        per_topic[topic] = per_topic.get(topic, 0) + n
+    return per_topic
+
+
 def group_for(route: str) -> str:
     return f"syncbus.{route}"
 
@@ -372,10 +380,7 @@ class Route:
         await self.consumer.stop()
 
     async def lag(self) -> dict[str, int]:
-        per_topic: dict[str, int] = {}
-        for (topic, _p), n in (await self.consumer.lag()).items():
-            per_topic[topic] = per_topic.get(topic, 0) + n
-        return per_topic
+        return await lag_per_topic(self.consumer)
 
 
 class Router:

@@ -171,10 +171,9 @@ class ShadowRoute:
         await self.consumer.stop()
 
     async def lag(self) -> dict[str, int]:
-        per_topic: dict[str, int] = {}
-        for (topic, _p), n in (await self.consumer.lag()).items():
-            per_topic[topic] = per_topic.get(topic, 0) + n
-        return per_topic
+        from ..router import lag_per_topic
+
+        return await lag_per_topic(self.consumer)
 
 
 def _key(live: Side, shadow: Side, record: Record) -> str | None:
