@@ -261,7 +261,9 @@ def test_crash_inside_target_outage_leaves_no_stale_pending_letters(make_node, t
     wait_until(lambda: not dead_letters(node, status="pending") and ledger(node)["in_flight"] == 0, timeout=60,
                what="everything delivered")
     counts = delivered_ids(target)
-    assert len(counts) == len(sent)
+    # Every order that got its 202 was delivered; at most one more (accepted on the bus, then the kill -9
+    # came before its 202 reached the client: at-least-once, as promised) may have been delivered too.
+    assert len(sent) <= len(counts) <= len(sent) + 1
     assert max(counts.values()) == 1, "a record was delivered twice: a stale letter was replayed"
-    assert_every_record_has_a_fate(node, accepted=len(sent), delivered=len(sent), pending=0)
+    assert_every_record_has_a_fate(node, accepted=len(counts), delivered=len(counts), pending=0)
     print(f"{len(resolved)} dead letters resolved by re-processing after the crash")
