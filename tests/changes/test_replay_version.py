@@ -38,7 +38,9 @@ def test_versions_map_and_replay_with_a_version_from_history(tmp_path: Path, tar
     mapping = cfg / "mappings" / "orders.yaml"
     v2_text = mapping.read_text("utf-8")
     mapping.write_text(v1(v2_text), "utf-8")
-    node = Node(cfg, f"embedded://{tmp_path}/bus.db", f"sqlite:///{tmp_path}/store.db").start()
+    # one worker: with two, each swaps to version 2 on its own and the order could meet a worker still on 1
+    node = Node(cfg, f"embedded://{tmp_path}/bus.db", f"sqlite:///{tmp_path}/store.db",
+                extra_args=["--workers", "1"]).start()
     try:
         mapping.write_text(v2_text, "utf-8")                   # hot reload: version 2 is recorded on apply
         wait_until(lambda: _route_version(node) == "2", timeout=30, interval=0.2, what="version 2 running")
