@@ -46,7 +46,6 @@ GaugeMode = Literal["all", "liveall", "min", "livemin", "max", "livemax", "sum",
 GAUGE_MODES: dict[str, GaugeMode] = {
     "syncbus_dead_letters_pending": "livemax",    # every worker reads the same count from the store
     "syncbus_consumer_lag": "livesum",            # each worker its partitions (embedded bus: worker 0)
-    "syncbus_route_info": "livemax",
     "syncbus_last_success_timestamp_seconds": "max",
     "syncbus_bus_up": "livemin",                  # down for one worker: down
     "syncbus_commit_stalled": "livemax",

@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,6 @@ class _Worker:
     index: int
     proc: subprocess.Popen[bytes]
     ready_fd: int | None
-    started: float = field(default_factory=time.monotonic)
     line: str | None = None      # its start-up line: it listens
     buffer: str = ""
     hup_pending: bool = False    # a SIGHUP came while it was starting: sent once it listens
