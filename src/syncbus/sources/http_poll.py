@@ -32,6 +32,7 @@ origin are refused, so credentials never travel to another host.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -401,6 +402,8 @@ class HttpPollSource(PollSource):
             raise HttpPollRefused(f"{self._where(url)}: {exc}") from exc
         except httpx.TransportError as exc:
             raise HttpPollUnavailable(f"source {self.name!r}: GET {describe_transport_error(exc, where)}") from exc
+        except ssl.SSLError as exc:  # a TLS 1.3 alert read with the response escapes httpx's mapping
+            raise HttpPollUnavailable(f"{self._where(url)}: TLS: {exc.reason or exc}") from exc
 
     def _where(self, url: httpx.URL | None = None) -> str:
         return f"source {self.name!r}: GET {safe_url(url if url is not None else self._base)}"
