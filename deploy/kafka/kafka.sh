@@ -19,6 +19,14 @@
 #   KAFKA_WATCH_PID        if set, the broker is stopped when that process exits
 #                          (test sessions pass their own pid so no broker outlives them)
 #
+# Secured listeners (each optional, beside the PLAINTEXT one; see README.md):
+#   KAFKA_TLS_DIR              folder with ca.crt, server.crt, server.key (PEM; key in PKCS#8, unencrypted)
+#   KAFKA_SSL_PORT             TLS listener that requires a client certificate signed by ca.crt (mutual TLS)
+#   KAFKA_SASL_SSL_PORT        SASL over TLS: PLAIN and SCRAM-SHA-512
+#   KAFKA_SASL_PLAINTEXT_PORT  SASL without TLS (PLAIN and SCRAM-SHA-512), for tests of the SASL layer alone
+#   KAFKA_SASL_USERS           user:password[,user:password] known to both mechanisms; SCRAM
+#                              credentials are written when the storage is formatted (first `up`)
+#
 # Several brokers can run at once with different ports and run dirs. `up` on an
 # existing run dir keeps its data, so down + up is a broker restart.
 set -euo pipefail
@@ -35,6 +43,11 @@ KAFKA_PARTITIONS="${KAFKA_PARTITIONS:-4}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 KAFKA_STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
+KAFKA_TLS_DIR="${KAFKA_TLS_DIR:-}"
+KAFKA_SSL_PORT="${KAFKA_SSL_PORT:-}"
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-}"
+KAFKA_SASL_PLAINTEXT_PORT="${KAFKA_SASL_PLAINTEXT_PORT:-}"
+KAFKA_SASL_USERS="${KAFKA_SASL_USERS:-}"
 
 PID_FILE="$KAFKA_RUN_DIR/kafka.pid"
 BOOTSTRAP_FILE="$KAFKA_RUN_DIR/bootstrap"
@@ -123,7 +136,102 @@ render_config() {
         -e "s|@KAFKA_DATA_DIR@|$DATA_DIR|g" \
         -e "s|@KAFKA_PARTITIONS@|$KAFKA_PARTITIONS|g" \
         "$HERE/server.properties.template" >"$CONFIG.tmp"
+    render_security >>"$CONFIG.tmp"
+    chmod 600 "$CONFIG.tmp"  # PLAIN passwords may be in it
     mv "$CONFIG.tmp" "$CONFIG"
+}
+
+# --- secured listeners -------------------------------------------------------
+
+# The secured listeners asked for, as NAME:PORT words (NAME is also the security protocol).
+secure_listeners() {
+    [[ -n "$KAFKA_SSL_PORT" ]] && echo "SSL:$KAFKA_SSL_PORT"
+    [[ -n "$KAFKA_SASL_SSL_PORT" ]] && echo "SASL_SSL:$KAFKA_SASL_SSL_PORT"
+    [[ -n "$KAFKA_SASL_PLAINTEXT_PORT" ]] && echo "SASL_PLAINTEXT:$KAFKA_SASL_PLAINTEXT_PORT"
+    return 0
+}
+
+sasl_wanted() { [[ -n "$KAFKA_SASL_SSL_PORT$KAFKA_SASL_PLAINTEXT_PORT" ]]; }
+
+check_security() {
+    local word port
+    for word in $(secure_listeners); do
+        port="${word#*:}"
+        is_int "$port" || die "${word%%:*} port must be a number, got '$port'"
+        port_in_use "$port" && die "port $port is already in use (${word%%:*} listener)"
+    done
+    if [[ -n "$KAFKA_SSL_PORT$KAFKA_SASL_SSL_PORT" ]]; then
+        [[ -n "$KAFKA_TLS_DIR" ]] || die "KAFKA_SSL_PORT/KAFKA_SASL_SSL_PORT need KAFKA_TLS_DIR (ca.crt, server.crt, server.key)"
+        local f
+        for f in ca.crt server.crt server.key; do
+            [[ -r "$KAFKA_TLS_DIR/$f" ]] || die "KAFKA_TLS_DIR: $KAFKA_TLS_DIR/$f is missing or unreadable"
+        done
+    fi
+    if sasl_wanted; then
+        [[ -n "$KAFKA_SASL_USERS" ]] || die "a SASL listener needs KAFKA_SASL_USERS (user:password[,user:password])"
+        local pair
+        IFS=, read -r -a pairs <<<"$KAFKA_SASL_USERS"
+        for pair in "${pairs[@]}"; do
+            # Both land in a JAAS line and a StorageTool argument: no quoting games.
+            [[ "$pair" =~ ^[A-Za-z0-9._-]+:[A-Za-z0-9._-]{8,}$ ]] \
+                || die "KAFKA_SASL_USERS: '${pair%%:*}' needs user:password of [A-Za-z0-9._-], the password 8+ long"
+        done
+    fi
+}
+
+# Extra server.properties lines for the secured listeners (nothing when none is asked for).
+render_security() {
+    local words
+    words="$(secure_listeners)"
+    [[ -n "$words" ]] || return 0
+    local listeners="PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT"
+    local advertised="PLAINTEXT://127.0.0.1:$KAFKA_PORT" protocols="PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    local word
+    for word in $words; do
+        listeners+=",${word%%:*}://127.0.0.1:${word#*:}"
+        advertised+=",${word%%:*}://127.0.0.1:${word#*:}"
+        protocols+=",${word%%:*}:${word%%:*}"
+    done
+    echo
+    echo "# ---- secured listeners (rendered from KAFKA_TLS_DIR / KAFKA_*_PORT / KAFKA_SASL_USERS)"
+    echo "listeners=$listeners"
+    echo "advertised.listeners=$advertised"
+    echo "listener.security.protocol.map=$protocols"
+    if [[ -n "$KAFKA_TLS_DIR" ]]; then
+        local tls
+        tls="$(realpath "$KAFKA_TLS_DIR")"
+        # PEM files as they are: Kafka reads a PEM key store (PKCS#8 key + chain) and a PEM trust store.
+        cat "$tls/server.key" "$tls/server.crt" >"$KAFKA_RUN_DIR/broker-keystore.pem"
+        chmod 600 "$KAFKA_RUN_DIR/broker-keystore.pem"
+        echo "ssl.keystore.type=PEM"
+        echo "ssl.keystore.location=$KAFKA_RUN_DIR/broker-keystore.pem"
+        echo "ssl.truststore.type=PEM"
+        echo "ssl.truststore.location=$tls/ca.crt"
+        echo "ssl.endpoint.identification.algorithm=https"
+        [[ -n "$KAFKA_SSL_PORT" ]] && echo "listener.name.ssl.ssl.client.auth=required"
+    fi
+    if sasl_wanted; then
+        local jaas="" pair
+        IFS=, read -r -a pairs <<<"$KAFKA_SASL_USERS"
+        for pair in "${pairs[@]}"; do jaas+=" user_${pair%%:*}=\"${pair#*:}\""; done
+        echo "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512"
+        local name
+        for name in sasl_ssl sasl_plaintext; do
+            echo "listener.name.$name.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$jaas;"
+            echo "listener.name.$name.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        done
+    fi
+}
+
+# StorageTool arguments that write the SCRAM credentials into the new cluster's metadata.
+scram_args() {
+    sasl_wanted || return 0
+    local pair
+    IFS=, read -r -a pairs <<<"$KAFKA_SASL_USERS"
+    for pair in "${pairs[@]}"; do
+        echo "--add-scram"
+        echo "SCRAM-SHA-512=[name=${pair%%:*},password=${pair#*:}]"
+    done
 }
 
 # The JVM command line as an array, so paths with spaces survive.
@@ -148,11 +256,13 @@ while True:
         print(cid)
         break
 ')"
+    local -a scram
+    mapfile -t scram < <(scram_args)
     # A short-lived tool: C1 only and the serial GC start faster and use less CPU.
     if ! java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
             "-Dlog4j2.configurationFile=$HERE/log4j2.yaml" "-Dkafka.logs.dir=$LOG_DIR" \
             -Dkafka.log.file=storage-tool.log -cp "$LIB/*" kafka.tools.StorageTool format \
-            --config "$CONFIG" "--cluster-id=$cluster_id" --ignore-formatted \
+            --config "$CONFIG" "--cluster-id=$cluster_id" --ignore-formatted "${scram[@]}" \
             >"$LOG_DIR/format.log" 2>&1; then
         cat "$LOG_DIR/format.log" >&2
         die "formatting $DATA_DIR failed"
@@ -195,6 +305,7 @@ cmd_up() {
         port_in_use "$KAFKA_PORT" && die "port $KAFKA_PORT is already in use (set KAFKA_PORT)"
         port_in_use "$KAFKA_CONTROLLER_PORT" \
             && die "port $KAFKA_CONTROLLER_PORT is already in use (set KAFKA_CONTROLLER_PORT)"
+        check_security
         render_config
         [[ -f "$DATA_DIR/meta.properties" ]] || format_storage
         echo "$bootstrap" >"$BOOTSTRAP_FILE"

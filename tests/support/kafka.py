@@ -10,6 +10,10 @@ and mark tests that use it ``@pytest.mark.kafka``.
 * ``kafka_broker`` -> the private broker, for tests that stop, kill -9 or
   restart it mid-stream (same ports, same data dir: a real restart). Not
   available with an external broker: we must not restart someone else's Kafka.
+* ``kafka_secure`` -> the private broker's secured listeners (issue 12): mutual
+  TLS, SASL over TLS (PLAIN and SCRAM-SHA-512) and SASL without TLS, with a CA
+  and certificates the session makes itself (tests/security/certs.py) and two
+  SASL users. Not available with an external broker.
 
 A broker that cannot start (or, for ``kafka_broker``, an external one) skips
 the Kafka tests on a laptop, but FAILS them when ``CI`` is set to any truthy
@@ -35,6 +39,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.security.certs import Pki, make_pki
+
 KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "kafka.sh"
 START_TIMEOUT = 300.0  # includes a cold `fetch` of the broker jars with Maven
 STOP_TIMEOUT = 60.0
@@ -52,6 +58,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class SecureListeners:
+    """Where and how to reach the broker's secured listeners."""
+
+    ssl_port: int              # TLS, client certificate required
+    sasl_ssl_port: int         # SASL (PLAIN, SCRAM-SHA-512) over TLS
+    sasl_plaintext_port: int   # SASL (PLAIN, SCRAM-SHA-512) without TLS
+    pki: Pki                   # ca, server and client certificates; rogue_* are signed by another CA
+    users: tuple[tuple[str, str], ...] = (("syncbus", "syncbus-secret-1"), ("auditor", "auditor-secret-2"))
+
+    @property
+    def user(self) -> str:
+        return self.users[0][0]
+
+    @property
+    def password(self) -> str:
+        return self.users[0][1]
+
+    def bootstrap(self, listener: str) -> str:
+        port = {"SSL": self.ssl_port, "SASL_SSL": self.sasl_ssl_port, "SASL_PLAINTEXT": self.sasl_plaintext_port}
+        return f"127.0.0.1:{port[listener]}"
+
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_TLS_DIR": str(self.pki.ca.parent), "KAFKA_SSL_PORT": str(self.ssl_port),
+                "KAFKA_SASL_SSL_PORT": str(self.sasl_ssl_port),
+                "KAFKA_SASL_PLAINTEXT_PORT": str(self.sasl_plaintext_port),
+                "KAFKA_SASL_USERS": ",".join(f"{u}:{p}" for u, p in self.users)}
+
+
 @dataclass
 class KafkaBroker:
     """A broker run by kafka.sh from ``run_dir``; stop/start keep its data (a real restart)."""
@@ -60,6 +95,7 @@ class KafkaBroker:
     port: int
     controller_port: int
     partitions: int = 4
+    secure: SecureListeners | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -74,6 +110,8 @@ class KafkaBroker:
             KAFKA_PARTITIONS=str(self.partitions),
             KAFKA_WATCH_PID=str(os.getpid()),
         )
+        if self.secure is not None:
+            env.update(self.secure.env())
         return env
 
     def _run(self, command: str, timeout: float) -> str:
@@ -125,7 +163,10 @@ class KafkaBroker:
         # A killed multi-threaded JVM shows as a zombie before its last thread has exited and
         # closed the sockets: wait for the ports too, or `start()` finds them still in use.
         deadline = time.monotonic() + KILL_TIMEOUT
-        while _process_alive(pid) or _listening(self.port) or _listening(self.controller_port):
+        ports = [self.port, self.controller_port]
+        if self.secure is not None:
+            ports += [self.secure.ssl_port, self.secure.sasl_ssl_port, self.secure.sasl_plaintext_port]
+        while _process_alive(pid) or any(_listening(p) for p in ports):
             if time.monotonic() > deadline:
                 raise KafkaUnavailable(f"broker pid {pid} or its ports still alive {KILL_TIMEOUT:.0f}s after SIGKILL")
             time.sleep(0.05)
@@ -197,7 +238,9 @@ def _kafka_session() -> Iterator[_Session]:
         yield _Session(external, None)
         return
     run_dir = Path(tempfile.mkdtemp(prefix="syncbus-kafka-"))
-    broker = KafkaBroker(run_dir=run_dir, port=free_port(), controller_port=free_port())
+    secure = SecureListeners(ssl_port=free_port(), sasl_ssl_port=free_port(), sasl_plaintext_port=free_port(),
+                             pki=make_pki(run_dir / "tls"))
+    broker = KafkaBroker(run_dir=run_dir, port=free_port(), controller_port=free_port(), secure=secure)
     failure = ""
     try:
         broker.start()
@@ -233,6 +276,16 @@ def kafka_broker(_kafka_session: _Session) -> Iterator[KafkaBroker]:
     yield broker
     if not broker.running():
         broker.start()
+
+
+@pytest.fixture(scope="session")
+def kafka_secure(_kafka_session: _Session) -> SecureListeners:
+    """The private broker's TLS and SASL listeners (same broker, same topics as ``kafka_bootstrap``)."""
+    broker = _kafka_session.broker
+    if broker is None or broker.secure is None:
+        _unavailable("SYNCBUS_TEST_KAFKA points at an external broker; the TLS/SASL tests need the private one "
+                     "(its listeners are configured with a CA this session makes)")
+    return broker.secure
 
 
 # -- looking at a group from the outside, as an operator would ----------------------------

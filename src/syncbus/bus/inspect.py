@@ -9,6 +9,7 @@ consumer groups.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import orjson
 from ..errors import BusError
 from ..record import H_ID, H_RECEIVED_AT, H_REPLAY_ROUTE, H_SOURCE
 from .base import parse_bus_url
+from .kafka_security import ClientSecurity, connect_error, from_url_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ async def read_entries(bus_url: str, topics: Sequence[str], since: float, until:
     scheme, target = parse_bus_url(bus_url)
     if scheme == "embedded":
         return await asyncio.to_thread(_embedded_entries, target, list(topics), since, until)
-    return await _kafka_entries(_brokers(target), list(topics), since, until)
+    return await _kafka_entries(*_brokers(target), list(topics), since, until)
 
 
 async def read_group_offsets(bus_url: str, groups: dict[str, Sequence[str]]) -> GroupOffsets:
@@ -60,14 +62,15 @@ async def read_group_offsets(bus_url: str, groups: dict[str, Sequence[str]]) -> 
     scheme, target = parse_bus_url(bus_url)
     if scheme == "embedded":
         return await asyncio.to_thread(_embedded_offsets, target, groups)
-    return await _kafka_offsets(_brokers(target), groups)
+    return await _kafka_offsets(*_brokers(target), groups)
 
 
-def _brokers(target: str) -> str:
-    """``host:port[,host:port]`` without the bus URL's options (``?publish_timeout=5s``)."""
+def _brokers(target: str) -> tuple[str, ClientSecurity]:
+    """``host:port[,host:port]`` and the TLS/SASL settings of the bus URL's options."""
     from .kafka import split_bootstrap
 
-    return split_bootstrap(target)[0]
+    bootstrap, options = split_bootstrap(target)
+    return bootstrap, from_url_options(options, os.environ)
 
 
 # -- embedded -------------------------------------------------------------------------
@@ -111,7 +114,8 @@ def _embedded_offsets(path: str, groups: dict[str, Sequence[str]]) -> GroupOffse
 # -- kafka ----------------------------------------------------------------------------
 
 
-async def _kafka_entries(bootstrap: str, topics: list[str], since: float, until: float) -> list[BusEntry]:
+async def _kafka_entries(bootstrap: str, security: ClientSecurity, topics: list[str], since: float,
+                         until: float) -> list[BusEntry]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import KafkaError
 
@@ -119,7 +123,7 @@ async def _kafka_entries(bootstrap: str, topics: list[str], since: float, until:
         return []
     # Without a group, subscribing assigns every partition of the topics to us: no group is joined.
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                client_id="syncbus-ledger")
+                                client_id="syncbus-ledger", **security.kwargs)
     out: list[BusEntry] = []
     try:
         await consumer.start()
@@ -151,7 +155,7 @@ async def _kafka_entries(bootstrap: str, topics: list[str], since: float, until:
                     if m.offset + 1 >= remaining.get(tp, 0):
                         remaining.pop(tp, None)
     except KafkaError as err:
-        raise BusError(f"kafka bus {bootstrap}: cannot read {topics}: {err}") from err
+        raise await connect_error(bootstrap, security, err, f"cannot read {topics}") from err
     finally:
         await _stop_quietly(consumer)
     return out
@@ -167,11 +171,11 @@ async def _stop_quietly(consumer: Any) -> None:
             raise  # we are being cancelled ourselves
 
 
-async def _kafka_offsets(bootstrap: str, groups: dict[str, Sequence[str]]) -> GroupOffsets:
+async def _kafka_offsets(bootstrap: str, security: ClientSecurity, groups: dict[str, Sequence[str]]) -> GroupOffsets:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="syncbus-ledger")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="syncbus-ledger", **security.kwargs)
     out: GroupOffsets = {}
     try:
         await admin.start()
@@ -182,7 +186,7 @@ async def _kafka_offsets(bootstrap: str, groups: dict[str, Sequence[str]]) -> Gr
                 if tp.topic in wanted and meta.offset >= 0:
                     out[(group, tp.topic, tp.partition)] = meta.offset
     except KafkaError as err:
-        raise BusError(f"kafka bus {bootstrap}: cannot read committed offsets: {err}") from err
+        raise await connect_error(bootstrap, security, err, "cannot read committed offsets") from err
     finally:
         await admin.close()
     return out

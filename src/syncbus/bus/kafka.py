@@ -32,6 +32,10 @@ aiokafka's, because aiokafka alone can stay wedged after one:
   read them as "nothing committed", which rewinds a partition to its start);
 * aiokafka's retry-per-100-ms ERROR lines are rate limited and replaced by one
   line per state change (``kafka_logging``).
+
+TLS and SASL ride on the URL too (``?tls_ca_file=ca.pem&sasl_mechanism=SCRAM-SHA-512&sasl_username=syncbus``,
+password from ``SYNCBUS_KAFKA_PASSWORD``): see ``kafka_security``. A refused password or an untrusted
+certificate fails ``start`` with its own error class instead of "cannot connect".
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -59,6 +64,7 @@ from ..record import H_ID, Record
 from ..units import parse_duration
 from . import kafka_logging
 from .kafka_logging import Condition
+from .kafka_security import PLAINTEXT, URL_OPTIONS, ClientSecurity, connect_error, from_url_options
 from .offsets import OffsetTracker
 
 log = logging.getLogger(__name__)
@@ -85,7 +91,8 @@ COMMIT_BACKOFF_MAX = 5.0
 FETCH_GRACE = 1.0
 LATE_WRITE_REPORT_DELAY = 2.0  # late writes of one outage are reported together
 RECOVERY_RETRY = 5.0  # seconds between broker probes while a consumer is not counted as a member
-_URL_OPTIONS = {"publish_timeout"}
+_URL_OPTIONS = {"publish_timeout", *URL_OPTIONS}
+_REFUSED_HERE = {"sasl_password", "password"}  # known, and refused with a reason by kafka_security
 
 
 class PublishUnconfirmed(BusError):
@@ -136,7 +143,7 @@ def split_bootstrap(target: str) -> tuple[str, dict[str, str]]:
     """
     bootstrap, _, query = target.partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
-    unknown = sorted(set(options) - _URL_OPTIONS)
+    unknown = sorted(set(options) - _URL_OPTIONS - _REFUSED_HERE)
     if unknown:
         raise BusError(f"kafka bus URL: unknown option(s) {', '.join(unknown)}; "
                        f"known: {', '.join(sorted(_URL_OPTIONS))}")
@@ -259,10 +266,11 @@ def _awaiting(task: asyncio.Task[Any]) -> str:
     return " > ".join(frames[-4:]) or "?"
 
 
-async def _broker_answers(bootstrap: str, client_id: str, timeout: float) -> bool:
+async def _broker_answers(bootstrap: str, client_id: str, timeout: float,
+                          security: ClientSecurity = PLAINTEXT) -> bool:
     """A fresh client can fetch cluster metadata: the broker is up, whatever state our own clients are in."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap, client_id=f"{client_id}-probe",
-                            request_timeout_ms=int(timeout * 1000))
+                            request_timeout_ms=int(timeout * 1000), **security.kwargs)
     try:
         await asyncio.wait_for(client.bootstrap(), timeout)
         return bool(client.cluster.brokers())
@@ -274,14 +282,17 @@ async def _broker_answers(bootstrap: str, client_id: str, timeout: float) -> boo
 
 
 class KafkaBus:
-    """A Bus on a Kafka cluster. ``bootstrap`` is ``host:port[,host:port][?publish_timeout=5s]``."""
+    """A Bus on a Kafka cluster. ``bootstrap`` is ``host:port[,host:port][?publish_timeout=5s&tls=true...]``."""
 
     def __init__(self, bootstrap: str, *, client_id: str = "syncbus",
                  default_partitions: int = DEFAULT_PARTITIONS, replication_factor: int = 1,
-                 request_timeout: float = 40.0, publish_timeout: float | None = None) -> None:
+                 request_timeout: float = 40.0, publish_timeout: float | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         kafka_logging.install()
         target, options = split_bootstrap(bootstrap)
         self.bootstrap = target
+        self.security = from_url_options(options, os.environ if env is None else env)
+        self.security.kwargs  # noqa: B018 -- read the CA and certificate files now: a bad path fails here
         self.url = f"kafka://{bootstrap.strip('/')}"
         self.client_id = client_id
         self.default_partitions = default_partitions
@@ -312,13 +323,14 @@ class KafkaBus:
                 linger_ms=5,
                 max_batch_size=64 * 1024,
                 request_timeout_ms=int(self.request_timeout * 1000),
+                **self.security.kwargs,
             )
             kafka_logging.install()  # aiokafka imports some modules (and their loggers) lazily
             try:
                 await producer.start()
             except KafkaError as err:
                 await producer.stop()
-                raise BusError(f"kafka bus {self.bootstrap}: cannot connect: {err}") from err
+                raise await connect_error(self.bootstrap, self.security, err, "cannot connect") from err
             except asyncio.CancelledError:
                 await producer.stop()
                 raise
@@ -351,12 +363,12 @@ class KafkaBus:
     async def _admin_client(self) -> AIOKafkaAdminClient:
         if self._admin is None:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin",
-                                        request_timeout_ms=int(self.request_timeout * 1000))
+                                        request_timeout_ms=int(self.request_timeout * 1000), **self.security.kwargs)
             try:
                 await admin.start()
             except KafkaError as err:
                 await admin.close()
-                raise BusError(f"kafka bus {self.bootstrap}: admin client cannot connect: {err}") from err
+                raise await connect_error(self.bootstrap, self.security, err, "admin client cannot connect") from err
             self._admin = admin
         return self._admin
 
@@ -440,7 +452,7 @@ class KafkaBus:
                       offset=meta.offset, timestamp=meta.timestamp / 1000.0 if meta.timestamp > 0 else 0.0)
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
-        return KafkaConsumer(self.bootstrap, group, topics, client_id=self.client_id)
+        return KafkaConsumer(self.bootstrap, group, topics, client_id=self.client_id, security=self.security)
 
 
 class _GroupWatch:
@@ -542,11 +554,12 @@ class KafkaConsumer:
                  session_timeout: float = 10.0, heartbeat_interval: float = 1.0,
                  max_poll_interval: float = 300.0, commit_wait: float = 5.0,
                  join_timeout: float = 30.0, rejoin_timeout: float | None = None,
-                 stop_timeout: float = 15.0) -> None:
+                 stop_timeout: float = 15.0, security: ClientSecurity = PLAINTEXT) -> None:
         for topic in topics:
             _check_topic(topic)
         kafka_logging.install()
         self.bootstrap = bootstrap
+        self.security = security
         self.group = group
         self.topics = list(topics)
         self.client_id = client_id
@@ -604,6 +617,7 @@ class KafkaConsumer:
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
             fetch_max_bytes=FETCH_MAX_BYTES,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # issue 11
+            **self.security.kwargs,
         )
         client.subscribe(self.topics, listener=_Rebalance(self, client))
         return client
@@ -669,7 +683,7 @@ class KafkaConsumer:
             await self._start_client(self._client)
         except KafkaError as err:
             await self._client.stop()
-            raise BusError(f"{self}: cannot connect to {self.bootstrap}: {err}") from err
+            raise await connect_error(self.bootstrap, self.security, err, f"{self}: cannot connect") from err
         self._started = True
         self._member_seen = time.monotonic()
         try:
@@ -793,7 +807,7 @@ class KafkaConsumer:
 
     async def _probe_then_replace(self) -> None:
         try:
-            up = await _broker_answers(self.bootstrap, self.client_id, RECOVERY_RETRY)
+            up = await _broker_answers(self.bootstrap, self.client_id, RECOVERY_RETRY, self.security)
             now = time.monotonic()
             if not up:
                 self._broker_back_at = None
