@@ -120,6 +120,20 @@ class ClientSecurity:
 PLAINTEXT = ClientSecurity()
 
 
+def load_security(config: KafkaSecurity, label: str) -> ClientSecurity:
+    """``config``'s settings with the CA and certificate files read now, when a component is built.
+
+    A missing or unreadable file then stops the load with ``label`` (which
+    sink or source) and the path, instead of failing every connection later.
+    """
+    security = config.client_security()
+    try:
+        security.kwargs  # noqa: B018 -- builds the SSL context
+    except KafkaSecurityError as err:
+        raise KafkaSecurityError(f"{label}: {err}") from None
+    return security
+
+
 def _context(tls: KafkaTls) -> ssl.SSLContext:
     for option in ("ca_file", "client_cert", "client_key"):
         path = getattr(tls, option)
@@ -300,4 +314,4 @@ def _reason(err: BaseException) -> str:
 
 __all__ = ["PASSWORD_ENV", "PLAINTEXT", "URL_OPTIONS", "ClientSecurity", "KafkaAuthFailed", "KafkaSasl",
            "KafkaSecurity", "KafkaSecurityError", "KafkaTls", "KafkaTlsFailed", "connect_error", "diagnose",
-           "from_url_options"]
+           "from_url_options", "load_security"]

@@ -12,6 +12,13 @@ a record too large for the topic, an invalid topic name or a refused
 authorization will fail the same way every time and go straight to the dead
 letters. Anything else follows aiokafka's own ``retriable`` flag.
 
+Secured clusters: ``tls`` and ``sasl`` (see :mod:`syncbus.bus.kafka_security`),
+read once when the sink is built, so a missing CA file stops the load with
+its path. A producer the cluster refuses -- wrong password, untrusted
+certificate, missing client certificate -- is a permanent failure: the
+records go to the dead letters with a message saying what to fix, and are
+replayed from there once it is. An unreachable cluster stays retryable.
+
 At-least-once caveat: an attempt that timed out may still be written later
 (the idempotent producer keeps retrying its batch until the broker answers),
 so a retried record can appear twice in the topic. Every record carries the
@@ -24,6 +31,7 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -31,6 +39,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from pydantic import Field, field_validator
 
+from syncbus.bus.kafka_security import (
+    ClientSecurity,
+    KafkaAuthFailed,
+    KafkaSecurity,
+    KafkaTlsFailed,
+    diagnose,
+    load_security,
+)
 from syncbus.errors import DeliveryError
 from syncbus.sinks.base import BaseSink, Delivery, SinkConfig
 from syncbus.units import Size, format_duration
@@ -46,6 +62,10 @@ _OWN_HEADERS = ("content-type", "idempotency-key", "x-syncbus-route", "x-syncbus
 # A producer batch must stay below the broker's message.max.bytes (1 MiB by default): aiokafka does
 # not split a batch the broker refused, so an oversized batch would fail every record in it.
 _MAX_BATCH_BYTES = 64 * 1024
+# After the cluster refused us, deliveries within this many seconds get the same answer without a new
+# connection each: a busy route would otherwise dead-letter one record per connect-and-diagnose round.
+_REFUSAL_HOLD = 5.0
+_DIAGNOSE_TIMEOUT = 5.0  # seconds the diagnosing connection of a failed connect may take, at most
 
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     kafka_errors.KafkaTimeoutError, kafka_errors.RequestTimedOutError, kafka_errors.KafkaConnectionError,
@@ -65,7 +85,7 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class KafkaSinkConfig(SinkConfig):
+class KafkaSinkConfig(SinkConfig, KafkaSecurity):
     """``type: kafka`` — produce each mapped record to a Kafka topic and wait for the broker's ack."""
 
     type: Literal["kafka"] = "kafka"
@@ -139,11 +159,16 @@ class KafkaSink(BaseSink):
     examples: ClassVar[list[dict[str, Any]]] = [
         {"name": "finance-review", "type": "kafka", "bootstrap_env": "KAFKA_BOOTSTRAP", "topic": "finance.review",
          "key": "record", "retry": {"attempts": 4, "initial": "500ms", "max": "30s"}},
+        {"name": "datalake-orders", "type": "kafka", "bootstrap": "kafka-lake-1:9093,kafka-lake-2:9093",
+         "topic": "lake.orders", "tls": {"ca_file": "/etc/syncbus/lake-ca.pem"},
+         "sasl": {"mechanism": "SCRAM-SHA-512", "username": "syncbus", "password_env": "LAKE_KAFKA_PASSWORD"}},
     ]
 
     def __init__(self, config: KafkaSinkConfig | Mapping[str, Any]) -> None:
         super().__init__(config)
         config = self.config  # validated
+        self.security: ClientSecurity = load_security(config, f"kafka sink {config.name!r}")
+        self._refused: tuple[float, str] | None = None  # (when, message) of the cluster's last refusal
         self._producer: AIOKafkaProducer | None = None
         self._start_lock = asyncio.Lock()
         # Enqueueing one at a time: when a partition's batch is full, aiokafka parks every sender
@@ -161,7 +186,11 @@ class KafkaSink(BaseSink):
         try:
             await self._ensure_producer()
         except DeliveryError as exc:
-            log.warning("kafka sink %s: %s; will retry on the first delivery", self.name, exc)
+            if exc.retryable:
+                log.warning("kafka sink %s: %s; will retry on the first delivery", self.name, exc)
+            else:
+                log.error("kafka sink %s: %s; its records go to the dead letters until this is fixed",
+                          self.name, exc)
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         producer = self._producer
@@ -170,6 +199,9 @@ class KafkaSink(BaseSink):
         async with self._start_lock:
             if self._producer is not None:
                 return self._producer
+            refused = self._refused
+            if refused is not None and time.monotonic() - refused[0] < _REFUSAL_HOLD:
+                raise DeliveryError(refused[1], retryable=False)
             cfg = self.config
             producer = AIOKafkaProducer(
                 bootstrap_servers=cfg.bootstrap,
@@ -180,6 +212,7 @@ class KafkaSink(BaseSink):
                 max_batch_size=min(_MAX_BATCH_BYTES, cfg.max_message_bytes),
                 max_request_size=cfg.max_message_bytes,
                 request_timeout_ms=max(1000, int(cfg.timeout * 1000)),
+                **self.security.kwargs,
             )
             try:
                 async with asyncio.timeout(cfg.timeout):
@@ -189,9 +222,28 @@ class KafkaSink(BaseSink):
                 if isinstance(exc, TimeoutError):
                     raise DeliveryError(f"cannot connect within {format_duration(cfg.timeout)}: {self._where}",
                                         retryable=True) from exc
-                raise DeliveryError(f"cannot connect ({exc}): {self._where}", retryable=True) from exc
+                raise await self._connect_error(exc) from exc
+            self._refused = None
             self._producer = producer
             return producer
+
+    async def _connect_error(self, exc: BaseException) -> DeliveryError:
+        """Why the producer could not start: permanent when the cluster refused our credentials or TLS.
+
+        Decided by the class :func:`diagnose` returns, never by aiokafka's
+        message ("Unable to bootstrap" says nothing about the cause).
+        """
+        cause = await diagnose(self.config.bootstrap, self.security,
+                               timeout=min(self.config.timeout, _DIAGNOSE_TIMEOUT))
+        if isinstance(cause, KafkaAuthFailed):
+            message = (f"{cause}; check the sink's sasl options (mechanism, username, the password in its "
+                       f"variable), then replay its dead letters: {self._where}")
+        elif isinstance(cause, KafkaTlsFailed):
+            message = f"{cause}; fix the sink's tls options, then replay its dead letters: {self._where}"
+        else:
+            return DeliveryError(f"cannot connect ({exc}): {self._where}", retryable=True)
+        self._refused = (time.monotonic(), message)
+        return DeliveryError(message, retryable=False)
 
     async def close(self) -> None:
         """Flush what is batched and disconnect."""

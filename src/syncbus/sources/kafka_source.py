@@ -27,6 +27,13 @@ embedded log) is where records get lost or doubled, so the rules are:
   asking for the topic by name would create it on clusters with
   ``auto.create.topics.enable``.
 
+* **A refusal is not an outage.** ``tls`` and ``sasl`` reach secured
+  clusters (:mod:`syncbus.bus.kafka_security`; the files are read when the
+  source is built). A consumer the cluster refuses -- wrong password,
+  untrusted certificate -- raises :class:`KafkaSourceRefused` (fix, then
+  the next slot runs); only an unreachable cluster is
+  :class:`KafkaSourceUnavailable` and retried with backoff.
+
 A run reads up to the end offsets the partitions had when its page was
 asked for, in pages of ``batch_size`` records; what arrives meanwhile is the
 next run's. A topic has no snapshot, so a full load (``syncbus sync --full``)
@@ -49,6 +56,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
 from pydantic import Field, field_validator, model_validator
 
+from ..bus.kafka_security import ClientSecurity, KafkaAuthFailed, KafkaSecurity, KafkaTlsFailed, diagnose, load_security
 from ..errors import SyncbusError
 from ..units import Duration
 from .base import NewRecord, PollBatch, PollSource, PollSourceConfig, SourceConfig
@@ -62,6 +70,7 @@ _HOST_PORT = re.compile(r"^[A-Za-z0-9._\-]+:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]+\]:[0-9
 METADATA_MAX_AGE = 10.0  # seconds before the partitions of the topic are looked up again (new partitions)
 COMMIT_TIMEOUT = 10.0    # seconds one commit to the foreign group may take; aiokafka alone retries forever
 REQUEST_TIMEOUT = 30.0
+DIAGNOSE_TIMEOUT = 5.0  # seconds the diagnosing connection of a failed start may take, at most
 # Kafka's answers that waiting will not change: fix the config or the cluster's ACLs.
 REFUSALS: tuple[type[BaseException], ...] = (
     kafka_errors.TopicAuthorizationFailedError, kafka_errors.GroupAuthorizationFailedError,
@@ -82,7 +91,7 @@ class KafkaSourceRefused(KafkaSourceError, PollRefused):
     """The topic does not exist, or the cluster refuses us (ACLs, authentication): fix, then the next slot runs."""
 
 
-class KafkaSourceConfig(PollSourceConfig):
+class KafkaSourceConfig(PollSourceConfig, KafkaSecurity):
     """``type: kafka`` -- which cluster and topic to read, as which group, in which payload format."""
 
     type: Literal["kafka"] = "kafka"
@@ -180,12 +189,18 @@ class KafkaSource(PollSource):
         {"name": "legacy-stock", "type": "kafka", "bootstrap_env": "LEGACY_KAFKA", "from_topic": "stock.csv",
          "topic": "wms.stock", "format": "csv", "columns": ["sku", "warehouse", "qty"], "encoding": "gbk",
          "schedule": "*/5 * * * *", "timezone": "Asia/Shanghai", "start": "latest"},
+        {"name": "sap-deliveries", "type": "kafka", "bootstrap": "sap-kafka-1.corp:9094,sap-kafka-2.corp:9094",
+         "from_topic": "sap.delivery.outbound", "topic": "erp.deliveries", "group": "syncbus-sap-deliveries",
+         "tls": {"ca_file": "/etc/syncbus/sap-kafka-ca.pem"},
+         "sasl": {"mechanism": "SCRAM-SHA-512", "username": "syncbus", "password_env": "SAP_KAFKA_PASSWORD"},
+         "interval": "2s"},
     ]
     config: KafkaSourceConfig
 
     def __init__(self, config: SourceConfig | Mapping[str, Any]) -> None:
         super().__init__(config)
         cfg = self.config
+        self.security: ClientSecurity = load_security(cfg, f"kafka source {cfg.name!r}")
         self.decoder = Decoder(source=cfg.name, format=cfg.format, columns=tuple(cfg.columns or ()),
                                delimiter=cfg.delimiter, encoding=cfg.encoding)
         self._consumer: AIOKafkaConsumer | None = None
@@ -203,11 +218,15 @@ class KafkaSource(PollSource):
             bootstrap_servers=cfg.bootstrap, group_id=cfg.group_id, client_id=f"syncbus-source-{cfg.name}",
             enable_auto_commit=False, auto_offset_reset="earliest",  # a position gone by retention: the oldest kept
             isolation_level="read_committed", request_timeout_ms=int(REQUEST_TIMEOUT * 1000),
-            max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=8 * 1024 * 1024)
+            max_partition_fetch_bytes=1024 * 1024, fetch_max_bytes=8 * 1024 * 1024, **self.security.kwargs)
         try:
             await consumer.start()
         except KafkaError as exc:
             await _stop_quietly(consumer)
+            # aiokafka says "Unable to bootstrap" whatever the cause: ask diagnose, and go by the class it returns.
+            cause = await diagnose(cfg.bootstrap, self.security, timeout=DIAGNOSE_TIMEOUT)
+            if isinstance(cause, KafkaAuthFailed | KafkaTlsFailed):
+                raise KafkaSourceRefused(f"source {self.name!r} (topic {cfg.from_topic!r}): {cause}") from exc
             raise KafkaSourceUnavailable(f"{self._where()}: cannot connect: {exc}") from exc
         except BaseException:
             await _stop_quietly(consumer)
