@@ -226,7 +226,9 @@ class KafkaSource(PollSource):
             # aiokafka says "Unable to bootstrap" whatever the cause: ask diagnose, and go by the class it returns.
             cause = await diagnose(cfg.bootstrap, self.security, timeout=DIAGNOSE_TIMEOUT)
             if isinstance(cause, KafkaAuthFailed | KafkaTlsFailed):
-                raise KafkaSourceRefused(f"source {self.name!r} (topic {cfg.from_topic!r}): {cause}") from exc
+                hint = ("; check the source's sasl options (mechanism, username, the password in its variable)"
+                        if isinstance(cause, KafkaAuthFailed) else "")
+                raise KafkaSourceRefused(f"source {self.name!r} (topic {cfg.from_topic!r}): {cause}{hint}") from exc
             raise KafkaSourceUnavailable(f"{self._where()}: cannot connect: {exc}") from exc
         except BaseException:
             await _stop_quietly(consumer)
