@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: setup setup-python setup-kafka setup-postgres setup-prometheus setup-browser \
-	install run test test-fast lint bench soak bench-peers kafka-up kafka-down kafka-fetch postgres-up postgres-down clean
+	install run test test-fast lint typecheck bench soak bench-peers kafka-up kafka-down kafka-fetch postgres-up postgres-down clean
 
 ## Debian packages of every group (python kafka postgres prometheus browser), or of one
 setup:
@@ -37,8 +37,12 @@ test: setup install kafka-fetch
 test-fast: install
 	$(BIN)/pytest -q -m "not kafka and not slow"
 
-lint: install
+lint: install typecheck
 	$(BIN)/ruff check src tests bench deploy
+
+## mypy --strict over src/syncbus (settings and third-party exceptions: [tool.mypy] in pyproject.toml)
+typecheck: install
+	$(BIN)/mypy
 
 bench: install kafka-fetch
 	$(BIN)/python bench/run.py
@@ -72,4 +76,4 @@ postgres-down:
 
 clean:
 	-deploy/postgres/pg.sh down
-	rm -rf var .pytest_cache .ruff_cache
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -141,7 +141,7 @@ async def build(store: Store, bus_url: str, routes: Mapping[str, str], topics: S
     entries = await read_entries(bus_url, sorted(set(topics)), since, until)
     if source is not None:
         entries = [e for e in entries if e.source == source]
-    groups = {group_for(r): [t] for r, t in routes.items()}
+    groups: dict[str, Sequence[str]] = {group_for(r): [t] for r, t in routes.items()}
     offsets = await read_group_offsets(bus_url, groups)
     ids = sorted({e.record_id for e in entries})
     outcomes = await asyncio.to_thread(store.outcomes_for, ids)

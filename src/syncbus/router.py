@@ -453,9 +453,9 @@ class Router:
         """Consumer lag, bus health, commit stalls and pending dead letters, refreshed periodically."""
         with contextlib.suppress(Exception):
             last = await asyncio.to_thread(self.dead_letters.store.last_delivered)
-            for route, at in last.items():   # a restart must not make a nightly flow look silent
-                if route in self.routes:
-                    self.metrics.last_success_for(route).set(at)
+            for name, at in last.items():   # a restart must not make a nightly flow look silent
+                if name in self.routes:
+                    self.metrics.last_success_for(name).set(at)
         while True:
             try:
                 up = await asyncio.wait_for(self.bus.ping(), 5.0)

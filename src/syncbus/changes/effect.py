@@ -94,6 +94,8 @@ class Flow:
         """Percent change from the first side to the second (None without two sides or a base of 0)."""
         if len(self.sides) != 2:
             return None
+        a: float | None
+        b: float | None
         a, b = (getattr(s, metric) for s in self.sides.values())
         if a is None or b is None or a == 0:
             return None

@@ -35,7 +35,8 @@ class Letter:
     replay_of: str | None
 
 
-def outcomes(store: Any, start: datetime, end: datetime, routes: Sequence[str] | None) -> Iterator[tuple]:
+def outcomes(store: Any, start: datetime, end: datetime, routes: Sequence[str] | None
+             ) -> Iterator[tuple[str, str, str, datetime]]:
     """(route, record_id, outcome, at) finished in [start, end)."""
     t = record_outcomes.c
     query = select(t.route, t.record_id, t.outcome, t.at).where(t.at >= as_utc(start), t.at < as_utc(end))

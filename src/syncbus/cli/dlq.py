@@ -246,7 +246,7 @@ def dlq_replay(
         await b.start()
         try:
             with _Progress(selection.is_bulk, "replaying") as progress:
-                return await replay_letters(st, VersionHeaderBus(b, mapping_version), selection,  # type: ignore[arg-type]
+                return await replay_letters(st, VersionHeaderBus(b, mapping_version), selection,
                                             actor=actor or default_actor(), reason=reason,
                                             versions=versions, force=force, rate=per_second, progress=progress)
         finally:

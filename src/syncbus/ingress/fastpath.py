@@ -84,7 +84,7 @@ class IngressFastApp(FastAPI):
                 break  # Starlette gives a handler of Exception to the error middleware, i.e. after Guard
             if is_async_callable(handler):
                 return await handler(request, exc)  # type: ignore[no-any-return]
-            return await run_in_threadpool(handler, request, exc)  # type: ignore[no-any-return]
+            return await run_in_threadpool(handler, request, exc)
         log.exception("unexpected error in %s %s", request.scope.get("method"), request.scope.get("path"),
                       exc_info=exc)
         return error_response(500, "internal_error", "internal error (logged)")

@@ -53,7 +53,7 @@ INGRESS_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429, 431, 503)
 ADMIN_STATUSES = (400, 401, 403, 404, 429, 431, 503)
 PUBLIC_STATUSES = (400, 431, 503)
 ADMIN_PREFIXES = ("/dlq", "/trace", "/ledger", "/admin")
-KEYS = [{"ApiKey": []}, {"Bearer": []}]
+KEYS: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 
 INGRESS_REQUEST: dict[str, Any] = {
     "parameters": [

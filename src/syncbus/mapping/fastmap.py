@@ -30,7 +30,7 @@ def lazy_output_class() -> type[Output]:
 
     slot = Output.__dict__["payload"]  # the slot that holds a built payload
 
-    class LazyOutput(Output):  # type: ignore[misc,valid-type]
+    class LazyOutput(Output):
         """An Output whose ``payload`` (the mapped dict) is built on first access."""
 
         __slots__ = ("_make",)
@@ -40,7 +40,7 @@ def lazy_output_class() -> type[Output]:
             self.body = body
             self._make: Callable[[], Any] | None = make
 
-        @property  # type: ignore[override]
+        @property
         def payload(self) -> Any:
             make = self._make
             if make is not None:
@@ -78,7 +78,7 @@ def map_fast(m: CompiledMapping, obj: Any, key: str | None, writers: Sequence[An
                 continue
             if writer is not None and target.schema is None:
                 if mapped is _UNSET:
-                    outputs.append(lazy(target, writer(obj), _builder(build, obj)))  # type: ignore[call-arg]
+                    outputs.append(lazy(target, writer(obj), _builder(build, obj)))
                 else:
                     outputs.append(output(target, mapped, writer(obj)))
                 continue

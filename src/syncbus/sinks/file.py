@@ -179,6 +179,7 @@ class FileSink(BaseSink):
     def filename(self, delivery: Delivery) -> str:
         """The per_record file name of this delivery (record values sanitised, never a path)."""
         fmt = self._format(delivery)
+        ext: str
         if fmt is not None:
             ext = "json" if fmt == "jsonl" else fmt
         else:

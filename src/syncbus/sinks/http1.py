@@ -220,7 +220,8 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         assert self.transport is not None
         self._reset()
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[tuple[int, dict[str, str], bytes]] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
         self.transport.write(request)
         try:
             return await waiter

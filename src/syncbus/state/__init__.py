@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import IdempotencyConflict, IdempotencyInProgress
 from .db import StoreError, sqlite_url
 from .deadletters import DeadLetterConflict, DeadLetterNotFound
-from .idempotency import Claim, IdempotencyConflict, IdempotencyInProgress
+from .idempotency import Claim
 from .models import AuditEntry, DeadLetter, TraceEvent
 from .outcomes import Outcome
 from .store import Store

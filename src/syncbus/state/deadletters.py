@@ -16,6 +16,7 @@ stays and the record never disappears.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -136,7 +137,8 @@ class DeadLetterStore(Database):
 
     def list(self, route: str | None = None, status: str | None = None, since: datetime | None = None,
              limit: int = 100, offset: int = 0, *, reason: str | None = None, sink: str | None = None,
-             until: datetime | None = None, key: str | None = None, text: str | None = None) -> list[DeadLetter]:
+             until: datetime | None = None, key: str | None = None,
+             text: str | None = None) -> builtins.list[DeadLetter]:
         """Newest failure first; ``since``/``until`` filter on the last failure time."""
         query = select(dead_letters)
         for cond in self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key, text=text):
@@ -158,7 +160,7 @@ class DeadLetterStore(Database):
 
     def _filters(self, route: str | None, status: str | None, since: datetime | None, *, reason: str | None = None,
                  sink: str | None = None, until: datetime | None = None, key: str | None = None,
-                 text: str | None = None) -> list[Any]:
+                 text: str | None = None) -> builtins.list[Any]:
         conds: list[Any] = []
         sqlite_text = self.is_sqlite
         if route is not None:
@@ -227,7 +229,7 @@ class DeadLetterStore(Database):
         return self.get(id)
 
     def transition(self, ids: Iterable[str], frm: str, to: str, action: str, actor: str, reason: str,
-                   details: dict[str, Any] | None = None) -> list[DeadLetter]:
+                   details: dict[str, Any] | None = None) -> builtins.list[DeadLetter]:
         """Compare-and-set ``frm → to`` for every id, all or nothing, audited.
 
         Raises :class:`DeadLetterNotFound` or :class:`DeadLetterConflict` (for the
@@ -278,11 +280,11 @@ class DeadLetterStore(Database):
                         {"error": error[:1000]})
 
     def discard(self, ids: Iterable[str], actor: str, reason: str,
-                details: dict[str, Any] | None = None) -> list[DeadLetter]:
+                details: dict[str, Any] | None = None) -> builtins.list[DeadLetter]:
         """pending → discarded, all or nothing."""
         return self.transition(ids, "pending", "discarded", "discard", actor, reason, details)
 
-    def resolve_delivered(self, route: str, record_ids: Sequence[str], sink: str | None = None) -> list[str]:
+    def resolve_delivered(self, route: str, record_ids: Sequence[str], sink: str | None = None) -> builtins.list[str]:
         """Open letters of these records on this route become ``delivered`` (the record got through).
 
         With ``sink``, only that sink's letters (one target of a fan-out got
@@ -294,7 +296,8 @@ class DeadLetterStore(Database):
         with self._tx(write=True) as conn:
             return self._resolve(conn, route, record_ids, sink)
 
-    def _resolve(self, conn: Connection, route: str, record_ids: Sequence[str], sink: str | None) -> list[str]:
+    def _resolve(self, conn: Connection, route: str, record_ids: Sequence[str],
+                 sink: str | None) -> builtins.list[str]:
         resolved: list[str] = []
         now = utcnow()
         for chunk in _chunks(list(record_ids)):
@@ -324,7 +327,7 @@ class DeadLetterStore(Database):
                     out[(r.route, r.record_id)] = row_to_dead_letter(r)
         return out
 
-    def revert_stale_replays(self, older_than: datetime) -> list[str]:
+    def revert_stale_replays(self, older_than: datetime) -> builtins.list[str]:
         """replaying → pending for replays whose publish never finished (the replaying process died)."""
         with self._tx(write=True) as conn:
             ids = [r.id for r in conn.execute(self._lock(select(dead_letters.c.id).where(
@@ -336,7 +339,7 @@ class DeadLetterStore(Database):
                 self._audit(conn, ids, "revert", SYSTEM_ACTOR, "the replay did not finish in time", {})
         return ids
 
-    def _rows_in(self, conn: Connection, ids: Sequence[str], status: str) -> list[Any]:
+    def _rows_in(self, conn: Connection, ids: Sequence[str], status: str) -> builtins.list[Any]:
         rows: dict[str, Any] = {}
         for chunk in _chunks(list(ids)):
             rows.update({r.id: r for r in conn.execute(self._lock(
@@ -358,7 +361,7 @@ class DeadLetterStore(Database):
              "at": at, "details": details} for i in ids])
 
     def audit(self, id: str | None = None, limit: int | None = None, *, since: datetime | None = None,
-              actor: str | None = None, action: str | None = None) -> list[AuditEntry]:
+              actor: str | None = None, action: str | None = None) -> builtins.list[AuditEntry]:
         """Oldest first; every dead letter's when ``id`` is None."""
         query = select(dlq_audit).order_by(dlq_audit.c.at, dlq_audit.c.seq)
         if id is not None:

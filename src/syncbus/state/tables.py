@@ -78,10 +78,12 @@ dead_letters = Table(
 
 # At most one pending dead letter per (route, record, sink): the database enforces
 # the merge rule of `add`, where it can express it (a partial unique index).
+# (The ignore: SQLAlchemy documents ddl_if's `dialect` as a name or a tuple of names, and
+# DDLIf handles both, but annotates it `str | None`.)
 Index("uq_dead_letters_pending", dead_letters.c.route, dead_letters.c.record_id,
       func.coalesce(dead_letters.c.sink, ""), unique=True,
       sqlite_where=dead_letters.c.status == "pending",
-      postgresql_where=dead_letters.c.status == "pending").ddl_if(dialect=("sqlite", "postgresql"))
+      postgresql_where=dead_letters.c.status == "pending").ddl_if(dialect=("sqlite", "postgresql"))  # type: ignore[arg-type]
 
 dlq_audit = Table(
     "dlq_audit", metadata,

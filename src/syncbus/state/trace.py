@@ -52,11 +52,11 @@ class TraceStore(Database):
             return
         fromts = datetime.fromtimestamp
         dumps = orjson.dumps
-        values = [(r[0], r[1], r[2], fromts(r[3], UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),
+        params = [(r[0], r[1], r[2], fromts(r[3], UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),
                    dumps(seal(r[4]), default=str).decode()) for r in rows]  # issue 12
         with self._tx(engine=self._trace_write_engine) as conn:
             conn.exec_driver_sql(
-                "INSERT INTO trace_events (record_id, route, stage, at, detail) VALUES (?, ?, ?, ?, ?)", values)
+                "INSERT INTO trace_events (record_id, route, stage, at, detail) VALUES (?, ?, ?, ?, ?)", params)
 
     def trace(self, record_id: str) -> list[TraceEvent]:
         query = (select(trace_events).where(trace_events.c.record_id == record_id)

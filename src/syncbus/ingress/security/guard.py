@@ -124,8 +124,8 @@ def _count(request: Request, source: str, code: str) -> None:
 
 
 def _admin_path(request: Request) -> str:
-    path = request.scope.get("path", "")
-    root = request.scope.get("root_path", "")
+    path: str = request.scope.get("path", "")
+    root: str = request.scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path
 
 
