@@ -30,6 +30,8 @@ run: setup-python install
 ## everything: config checks, mapping unit tests, the pytest suite (starts its own Kafka
 ## broker and PostgreSQL server)
 test: setup install kafka-fetch
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/mypy
 	$(BIN)/syncbus validate --config-dir .
 	$(BIN)/syncbus test --config-dir .
 	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
