@@ -156,6 +156,7 @@ class KafkaSink(BaseSink):
 
     Config: ClassVar[type[KafkaSinkConfig]] = KafkaSinkConfig
     config: KafkaSinkConfig
+    uses_payload: ClassVar[bool] = False  # sends delivery.body only: the router need not build the mapped dict
     examples: ClassVar[list[dict[str, Any]]] = [
         {"name": "finance-review", "type": "kafka", "bootstrap_env": "KAFKA_BOOTSTRAP", "topic": "finance.review",
          "key": "record", "retry": {"attempts": 4, "initial": "500ms", "max": "30s"}},
