@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,10 +30,12 @@ pytestmark = [
 ]
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -89,7 +91,27 @@ def _submit(driver: WebDriver, element_id: str) -> None:
     """Click a submit button and wait for the next page (a click returns before a form's navigation ends)."""
     old = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.ID, element_id).click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 20).until(_gone(old))
+
+
+def _gone(element: WebElement) -> Callable[[WebDriver], bool]:
+    """``staleness_of``, plus chromedriver's other answer when the check lands mid-navigation.
+
+    Asked about an element of a document being replaced, chromedriver now and
+    then reports "Node with given id does not belong to the document" (an
+    unknown error, not a stale reference): that too means the old page is gone.
+    """
+    stale = expected_conditions.staleness_of(element)
+
+    def check(driver: WebDriver) -> bool:
+        try:
+            return stale(driver)
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+
+    return check
 
 
 def _flashes(driver: WebDriver) -> str:

@@ -165,7 +165,9 @@ def test_routes_catalogue_ledger_and_trace_pages_render(node, session):
     ledger = session.get("/console/ledger", params={"since": "1h"}).text
     assert 'id="ledger-verdict"' in ledger and "records accepted" in ledger
     dl_id = mapping_dead_letter(node, 120)
-    wait_until(lambda: "<td>dead_lettered</td>" in session.get("/console/trace", params={"id": dl_id}).text,
+    # each worker writes its trace events in batches of its own: "received" (the ingress worker's) may come last
+    wait_until(lambda: all(f"<td>{stage}</td>" in session.get("/console/trace", params={"id": dl_id}).text
+                           for stage in ("received", "dead_lettered")),
                timeout=15, what="the trace is written (in batches)")
     trace = session.get("/console/trace", params={"id": dl_id}).text
     assert "<td>received</td>" in trace and f"dead_letter={dl_id}" in trace

@@ -19,7 +19,8 @@ def test_sessions_expire_when_idle_and_after_the_maximum_age():
     assert len(s.id) >= 40 and s.csrf != s.id
     for _ in range(4):                       # in use: alive…
         now[0] += 59
-        assert store.get(s.id, KEYS) is s
+        got = store.get(s.id, KEYS)
+        assert got is not None and got.id == s.id and got.csrf == s.csrf
     now[0] += 65                             # …until its maximum age
     assert store.get(s.id, KEYS) is None
     t = store.create("bob", KEYS["bob"])

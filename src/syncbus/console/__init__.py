@@ -3,16 +3,17 @@
 Pages are rendered on the server and work without JavaScript; nothing is
 loaded from another host. The app mounts it with one line,
 ``app.include_router(console.router)``; all state (sessions, rate samples)
-hangs off the app, and the data comes from the app's ``Runtime``.
+hangs off the app (sessions in its state store, shared by every worker), and
+the data comes from the app's ``Runtime``.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import pages_auth, pages_dlq, pages_info
+from . import pages_auth, pages_dlq, pages_info, web
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+router = APIRouter(prefix="/console", include_in_schema=False, route_class=web.ConsoleRoute)
 router.include_router(pages_auth.router)
 router.include_router(pages_dlq.router)
 router.include_router(pages_info.router)

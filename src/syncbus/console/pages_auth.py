@@ -20,11 +20,13 @@ from .web import (
     LOGIN_COOKIE,
     PACKAGE,
     SESSION_COOKIE,
+    ConsoleRoute,
     FormError,
     admin_keys,
     clear_cookie,
     client_id,
     current_session,
+    end_session,
     error_page,
     field,
     new_token,
@@ -36,12 +38,13 @@ from .web import (
     same_token,
     see_other,
     set_cookie,
+    start_session,
     state,
     to_login,
 )
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(route_class=ConsoleRoute)
 
 LOGIN_TOKEN_SECONDS = 3600
 ASSETS: dict[str, str] = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
@@ -63,7 +66,7 @@ async def guarded_post(request: Request, scope: str = "dlq:write") -> tuple[Sess
     No session: back to the login page (nothing is done). A key without
     ``scope``, a foreign Origin, or a missing or wrong CSRF token: 403.
     """
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return to_login(request)
     if not session_allows(request, session, scope):
@@ -83,7 +86,7 @@ async def guarded_post(request: Request, scope: str = "dlq:write") -> tuple[Sess
 @router.get("/")
 async def index(request: Request) -> Response:
     """``/console``: the routes page for a session, else the login."""
-    if current_session(request) is None:
+    if await current_session(request) is None:
         return to_login(request)
     return redirect(request, "/routes")
 
@@ -110,7 +113,7 @@ def _login_page(request: Request, status: int = 200, error: str = "", next_path:
 async def login_form(request: Request, next: str | None = None) -> Response:
     """The login form; someone already logged in goes straight on."""
     state(request)  # the console exists from here on (rates get a first sample)
-    if current_session(request) is not None:
+    if await current_session(request) is not None:
         return see_other(safe_next(request, next))
     return _login_page(request, next_path=next or "")
 
@@ -138,8 +141,8 @@ async def login(request: Request) -> Response:
         log.warning("console login with an unknown key from %s", client)
         return _login_page(request, 403, "this key is not accepted", field(form, "next"))
     throttle.succeeded(client)
-    session = state(request).sessions.create(name, keys[name])
-    session.flash("ok", f"signed in as {name}")
+    session = await start_session(request, name, keys[name])
+    session.flash("ok", f"signed in as {name}")   # saved with the session by ConsoleRoute
     log.info("console login: %s from %s", name, client)
     response = see_other(safe_next(request, field(form, "next")))
     set_cookie(request, response, SESSION_COOKIE, session.id, MAX_AGE_SECONDS)
@@ -154,7 +157,7 @@ async def logout(request: Request) -> Response:
     if isinstance(guarded, Response):
         return guarded
     session, _form = guarded
-    state(request).sessions.end(session.id)
+    await end_session(request, session)
     log.info("console logout: %s", session.name)
     response = redirect(request, "/login")
     clear_cookie(request, response, SESSION_COOKIE)

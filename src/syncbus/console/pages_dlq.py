@@ -32,9 +32,20 @@ from ..state import DeadLetterConflict, DeadLetterNotFound
 from ..state.models import REASONS, STATUSES, encode_value
 from .format import at, details
 from .pages_auth import guarded_post
-from .web import base, current_session, error_page, field, redirect, render, runtime, see_other, to_login
+from .web import (
+    ConsoleRoute,
+    base,
+    current_session,
+    error_page,
+    field,
+    redirect,
+    render,
+    runtime,
+    see_other,
+    to_login,
+)
 
-router = APIRouter()
+router = APIRouter(route_class=ConsoleRoute)
 
 MAX_EDIT = 1024 * 1024
 FORCE_HINT = 'the "force" box'
@@ -48,7 +59,7 @@ def _routes(request: Request) -> list[str]:
 @router.get("/dead-letters")
 async def dead_letters(request: Request, limit: int = 50, offset: int = 0) -> Response:
     """The list with every filter of ``syncbus dlq list``; a bad filter shows the page again with the reason (400)."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return to_login(request)
     if not principal_named(request, session.name).allows("dlq:read"):
@@ -74,7 +85,7 @@ async def dead_letters(request: Request, limit: int = 50, offset: int = 0) -> Re
 @router.get("/dead-letters/{dl_id}")
 async def dead_letter(request: Request, dl_id: str) -> Response:
     """Everything needed to decide: the record, the error, every attempt (trace), the edit history and audit."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return to_login(request)
     principal = principal_named(request, session.name)

@@ -16,10 +16,10 @@ from ..units import parse_duration
 from .format import at, details, seconds, when
 from .metrics_view import route_rows
 from .sanitize import sanitize
-from .web import current_session, render, runtime, state, to_login
+from .web import ConsoleRoute, current_session, render, runtime, state, to_login
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(route_class=ConsoleRoute)
 
 AUDIT_LIMIT = 1000
 LEDGER_GRACE = "10m"
@@ -28,7 +28,7 @@ LEDGER_GRACE = "10m"
 @router.get("/routes")
 async def routes(request: Request) -> Response:
     """Per route: rate, errors, p95, lag, pending letters, owner, version, last success -- from the metrics."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return to_login(request)
     rt = runtime(request)
@@ -40,7 +40,7 @@ async def routes(request: Request) -> Response:
 @router.get("/audit")
 async def audit(request: Request) -> Response:
     """Every action on dead letters, newest first; defaults to the last 24 hours so the page stays small."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return to_login(request)
     raw = {k: (request.query_params.get(k) or "").strip() for k in ("id", "actor", "action", "since")}
@@ -63,7 +63,7 @@ async def audit(request: Request) -> Response:
 @router.get("/trace")
 async def trace(request: Request) -> Response:
     """The life of one record (or of a dead letter's record), as ``syncbus trace``."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return to_login(request)
     query = (request.query_params.get("id") or "").strip()[:200]
@@ -110,7 +110,7 @@ def catalogue(project: Any) -> tuple[str, str]:
 @router.get("/catalog")
 async def catalog(request: Request) -> Response:
     """The interface catalogue as generated from the running files (sanitized HTML, or Markdown as text)."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return to_login(request)
     kind, content = await asyncio.to_thread(catalogue, runtime(request).project)
@@ -120,7 +120,7 @@ async def catalog(request: Request) -> Response:
 @router.get("/ledger")
 async def ledger(request: Request) -> Response:
     """Counts of every accepted record's fate (``syncbus ledger``): the proof that nothing was lost."""
-    session = current_session(request)
+    session = await current_session(request)
     if session is None:
         return to_login(request)
     from ..ledger import FATES, build, scope

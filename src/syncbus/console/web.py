@@ -7,12 +7,22 @@ scripts and styles only from this server's own ``/console/assets``, so even
 an escaping mistake could not run a script. Every POST needs a live session
 and that session's CSRF token (or, for the login form, the token of the
 login cookie); cookies are HttpOnly and SameSite=Strict.
+
+Sessions live in the app's state store, shared by every worker and node
+(``sessions.py``). A request's session is read once (off the event loop,
+like every store call of the console) and kept on the request; every
+console route is a :class:`ConsoleRoute`, which writes the session's flash
+messages back before the response leaves -- so the page after a redirect
+finds them whichever worker serves it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import secrets
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +30,16 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
+from ..state.db import Database
+from ..state.sessions import StoredSessions
 from .metrics_view import RateTracker
 from .sessions import LoginThrottle, Session, SessionStore
+
+log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).parent
 SESSION_COOKIE = "syncbus_console"
@@ -40,6 +55,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",   # no-referrer would make browsers send Origin: null
     "Cache-Control": "no-store",
 }
+
+_UNREAD = object()   # request.state has no session read yet (None means: read, and there is none)
 
 templates = Environment(loader=FileSystemLoader(PACKAGE / "templates"), autoescape=True,
                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -63,18 +80,27 @@ class ConsoleState:
 
 
 def state(request: Request) -> ConsoleState:
-    """Created on first use, on the app: one console per app (and so per runtime)."""
+    """Created on first use, on the app: one console per app (and so per runtime).
+
+    Sessions go to the runtime's state store -- the one every worker and node
+    shares; only an app without one (a unit test's stub) keeps them in memory.
+    """
     app_state = request.app.state
     found = getattr(app_state, "console", None)
     if found is None:
-        found = ConsoleState(SessionStore(), LoginThrottle(), RateTracker())
+        store = getattr(getattr(app_state, "runtime", None), "store", None)
+        backend = StoredSessions(store) if isinstance(store, Database) else None
+        if backend is None:
+            log.warning("the console keeps sessions in this process only: the app has no state store")
+        found = ConsoleState(SessionStore(backend=backend), LoginThrottle(), RateTracker())
         app_state.console = found
     return found
 
 
 def base(request: Request) -> str:
     """``/console`` below whatever root path the app is mounted at."""
-    return request.scope.get("root_path", "").rstrip("/") + "/console"
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/") + "/console"
 
 
 def runtime(request: Request) -> Any:
@@ -89,9 +115,59 @@ def client_id(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def current_session(request: Request) -> Session | None:
-    """The live session of this request's cookie, or None (expired, logged out, key removed)."""
-    return state(request).sessions.get(request.cookies.get(SESSION_COOKIE), admin_keys(request))
+async def current_session(request: Request) -> Session | None:
+    """The live session of this request's cookie, or None (expired, logged out, key removed).
+
+    Read from the store once per request and kept on it, so later calls (and
+    :class:`ConsoleRoute`, which saves it) see the same object.
+    """
+    found = getattr(request.state, "console_session", _UNREAD)
+    if found is None or isinstance(found, Session):
+        return found
+    session_id = request.cookies.get(SESSION_COOKIE)
+    session = None
+    if session_id:
+        session = await asyncio.to_thread(state(request).sessions.get, session_id, admin_keys(request))
+    request.state.console_session = session
+    return session
+
+
+async def start_session(request: Request, name: str, key: str) -> Session:
+    """A new session for the admin key ``name``, stored; it is this request's session from here on."""
+    session = await asyncio.to_thread(state(request).sessions.create, name, key)
+    request.state.console_session = session
+    return session
+
+
+async def end_session(request: Request, session: Session) -> None:
+    """End the session for every worker and node (the cookie alone would not be enough)."""
+    await asyncio.to_thread(state(request).sessions.end, session.id)
+    request.state.console_session = None
+
+
+async def save_session(request: Request) -> None:
+    """Write back what the request changed in its session (flash messages shown or added), if anything."""
+    session = getattr(request.state, "console_session", None)
+    if isinstance(session, Session) and session.changed:
+        await asyncio.to_thread(state(request).sessions.save, session)
+
+
+class ConsoleRoute(APIRoute):
+    """Every console route: the session is saved after the handler and before the response is sent.
+
+    Before, not after: the browser follows a redirect at once, maybe to
+    another worker, and that page must find the message the action flashed.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            response = await handler(request)
+            await save_session(request)
+            return response
+
+        return handle
 
 
 def safe_next(request: Request, target: str | None) -> str:

@@ -9,6 +9,7 @@ part of this class, so there is one connection pool and one ``create_all``.
 
 from __future__ import annotations
 
+from . import sessions as _sessions  # noqa: F401 -- console_sessions joins metadata before create_all
 from .checkpoints import CheckpointStore
 from .idempotency import IdempotencyStore
 from .outcomes import OutcomeStore
