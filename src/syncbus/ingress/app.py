@@ -14,6 +14,7 @@ same shape.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__, console
 from ..reload import ReloadError, ReloadRefused  # issue 9
+from ..state.db import StoreUnavailable
 from . import dlq_api
 from .auth import authenticate_admin  # issue 9
 from .errors import HttpError, code_for, error_response
@@ -126,6 +128,28 @@ class Guard:
                 await error_response(500, "internal_error", "internal error (logged)")(scope, receive, send)
 
 
+class _Outage:
+    """One WARNING per 30 s of store outage, not one per request (a console or a client retrying would flood)."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self._last = -every
+        self._suppressed = 0
+
+    def report(self, request: Request, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more refusals since the last line)" if self._suppressed else ""
+        log.warning("state store unavailable, answering 503 to %s %s: %s%s", request.method, request.url.path,
+                    exc, more)
+        self._last, self._suppressed = now, 0
+
+
+_store_outage = _Outage()
+
+
 def _allowed_methods(app: FastAPI, scope: Scope) -> str:
     """Every method of the path, not only the first route's: GET and DELETE /dlq/{id} are two routes."""
     methods: set[str] = set()
@@ -163,6 +187,13 @@ def create_app(runtime: Any, manage_lifecycle: bool = True) -> FastAPI:
     @app.exception_handler(HttpError)
     async def _http_error(_request: Request, exc: HttpError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # The database is down or busy: "try again", like a bus outage -- never a 500 with the driver's text.
+        _store_outage.report(request, exc)
+        return error_response(503, "store_unavailable", "the state store is unavailable; try again shortly",
+                              {"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import IdempotencyConflict, IdempotencyInProgress
-from .db import StoreError, sqlite_url
+from .db import StoreError, StoreUnavailable, sqlite_url
 from .deadletters import DeadLetterConflict, DeadLetterNotFound
 from .idempotency import Claim
 from .models import AuditEntry, DeadLetter, TraceEvent
@@ -11,4 +11,4 @@ from .outcomes import Outcome
 from .store import Store
 
 __all__ = ["AuditEntry", "Claim", "DeadLetter", "DeadLetterConflict", "DeadLetterNotFound", "IdempotencyConflict",
-           "IdempotencyInProgress", "Outcome", "Store", "StoreError", "TraceEvent", "sqlite_url"]
+           "IdempotencyInProgress", "Outcome", "Store", "StoreError", "StoreUnavailable", "TraceEvent", "sqlite_url"]

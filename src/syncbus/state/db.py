@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from ..errors import SyncbusError
 from .tables import metadata
@@ -39,6 +39,14 @@ SCHEMA_LOCK_KEY = 0x53594E43  # "SYNC": the advisory lock creating the tables
 
 class StoreError(SyncbusError):
     """The state store cannot do what was asked (database unreachable, bad URL, invalid input)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database did not answer, refused the connection or was busy: it passes once the database is back.
+
+    A class of its own so callers can answer "try again" (HTTP 503, keep the
+    offsets uncommitted) instead of treating it like a bug in what was asked.
+    """
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -140,7 +148,8 @@ class Database:
                 yield conn
         except SQLAlchemyError as e:
             cause = getattr(e, "orig", None) or e
-            raise StoreError(f"store {self.safe_url()}: {type(cause).__name__}: {cause}") from e
+            kind = StoreUnavailable if isinstance(e, OperationalError | InterfaceError) else StoreError
+            raise kind(f"store {self.safe_url()}: {type(cause).__name__}: {cause}") from e
 
     def _lock(self, query: Any) -> Any:
         """``SELECT ... FOR UPDATE`` where the database has row locks (SQLite locks the file instead)."""
