@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from .aio import cancel_all
 from .config_watch import FileWatcher, Snapshot
 from .errors import ConfigErrors, SyncbusError
 from .project import Project, load_project
@@ -248,11 +249,7 @@ class Reloader:
         try:
             tasks = [t for t in (self._task, *self._requests) if t is not None]
             self._task = None
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_all(tasks)
         finally:
             if held:
                 self._lock.release()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from .aio import cancel_all, cancel_and_wait
 from .bus.base import Bus, Consumer
 from .changes.versioned import mapping_for_record
 from .dedupe import Deduper
@@ -362,16 +363,10 @@ class Route:
     async def stop(self, timeout: float) -> None:
         """Stop intake, give in-flight deliveries ``timeout`` seconds, commit what is done."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for t in pending:  # not done = not committed = redelivered after restart
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_all(pending)  # not done = not committed = redelivered after restart
         if self._committing is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._committing
@@ -486,10 +481,7 @@ class Router:
             await asyncio.sleep(self.options.lag_interval)
 
     async def stop(self) -> None:
-        if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
+        await cancel_and_wait(self._lag_task)  # one cancel() may be lost in the ping's wait_for (aio.py)
         await asyncio.gather(*(r.stop(self.options.shutdown_timeout) for r in self.routes.values()),
                              return_exceptions=True)
         self.routes.clear()

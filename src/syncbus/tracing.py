@@ -10,11 +10,11 @@ never a record.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
+from .aio import cancel_and_wait
 from .state.store import Store
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,6 @@ class TraceRecorder:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         await self.flush()

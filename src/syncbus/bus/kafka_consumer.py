@@ -16,6 +16,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
+from ..aio import cancel_and_wait
 from ..errors import BusError
 from ..record import Record
 from . import kafka_logging
@@ -212,10 +213,7 @@ class KafkaConsumer(CommitsMixin):
             return
         self._started = False
         recovering, self._recovering = self._recovering, None
-        if recovering is not None:
-            recovering.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await recovering
+        await cancel_and_wait(recovering)
         try:
             await self._commit_once(self._commit_wait)
         finally:

@@ -29,6 +29,7 @@ import logging
 import time
 from typing import Any
 
+from ..aio import cancel_and_wait
 from ..mapping.compiler import CompiledMapping
 from ..record import H_REPLAY_ROUTE, Record
 from ..state.versions import ShadowResult
@@ -162,10 +163,7 @@ class ShadowRoute:
     async def stop(self, timeout: float) -> None:
         """Stop intake, store what was compared, commit; ``timeout`` is unused (nothing is delivered)."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):
             await self._commit()
         await self.consumer.stop()

@@ -35,7 +35,6 @@ After Apache Camel's ScheduledPollConsumer, with the guarantees an ESB needs:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -44,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..aio import cancel_all, cancel_and_wait
 from ..errors import SyncbusError
 from ..metrics import Metrics
 from .base import PollBatch, PollSource
@@ -145,10 +145,7 @@ class PollRunner:
     async def stop(self) -> None:
         """Stop the loop (a run in progress is abandoned: its claim is given back), close the source."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         slot, self._running_slot = self._running_slot, None
         if slot is not None:
             try:
@@ -289,9 +286,7 @@ class PollRunner:
         try:
             await asyncio.wait({body, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
             if not body.done():  # the heartbeat ended: another node owns the slot now
-                body.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await body
+                await cancel_and_wait(body)
                 self._running_slot = None
                 self._failed(f"lost the claim of slot {slot.isoformat()} to another node; run cancelled")
                 log.warning("source %s: lost the claim of slot %s to another node; run cancelled", self.name,
@@ -299,10 +294,7 @@ class PollRunner:
                 return
             body.result()
         finally:
-            for task in (body, heartbeat):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_all([body, heartbeat])
 
     async def _attempts(self, slot: datetime, deadline: datetime) -> None:
         """Run the slot, retrying a failing poll with backoff until the next slot would start."""
