@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -45,10 +46,8 @@ async def test_the_callers_own_cancellation_is_not_eaten() -> None:
 
     async def stubborn() -> None:
         while not give_up.is_set():
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # swallows every cancel until told to stop
                 await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                pass
 
     inner = asyncio.create_task(stubborn())
     outer = asyncio.create_task(cancel_and_wait(inner, retry=10))
