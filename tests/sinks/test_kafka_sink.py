@@ -36,10 +36,14 @@ def kafka_sink(bootstrap: str, topic: str, **options: Any) -> KafkaSink:
     return KafkaSink(config)
 
 
-async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[ConsumerRecord[Any, Any]]:
-    """Every record of ``topic`` from the start, until ``count`` arrived (fails on timeout)."""
+async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20.0,
+                     **client: Any) -> list[ConsumerRecord[Any, Any]]:
+    """Every record of ``topic`` from the start, until ``count`` arrived (fails on timeout).
+
+    ``client``: more aiokafka options, e.g. the TLS/SASL settings of a secured listener.
+    """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+                                enable_auto_commit=False, group_id=None, **client)
     await consumer.start()
     got: list[ConsumerRecord[Any, Any]] = []
     try:

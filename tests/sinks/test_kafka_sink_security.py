@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
 from syncbus.bus.kafka_security import KafkaSecurityError
 from syncbus.config import load_connector_file
@@ -28,7 +28,7 @@ from syncbus.sinks.kafka import KafkaSink, KafkaSinkConfig
 from syncbus.sinks.retry import DeliveryFailed
 from tests.support.kafka import SecureListeners
 
-from .test_kafka_sink import MakeDelivery
+from .test_kafka_sink import MakeDelivery, read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -73,19 +73,7 @@ async def read_secured(options: dict[str, Any], topic: str, count: int,
                        timeout: float = 20.0) -> list[ConsumerRecord[Any, Any]]:
     """Read ``topic`` back with a plain aiokafka consumer on the same secured listener."""
     cfg = KafkaSinkConfig.model_validate({"name": "reader", "topic": topic, **options})
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=cfg.bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None, **cfg.client_security().kwargs)
-    await consumer.start()
-    got: list[ConsumerRecord[Any, Any]] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(got) < count and time.monotonic() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend(msgs)
-    finally:
-        await consumer.stop()
-    assert len(got) >= count, f"expected {count} records in {topic}, got {len(got)}"
-    return got
+    return await read_topic(cfg.bootstrap, topic, count, timeout, **cfg.client_security().kwargs)
 
 
 async def deliver_and_read(options: dict[str, Any], make_delivery: MakeDelivery) -> None:
