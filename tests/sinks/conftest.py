@@ -29,14 +29,9 @@ def target(shared_target: TargetServer) -> Iterator[TargetServer]:
 
 
 @pytest.fixture
-def dead_url() -> Iterator[str]:
-    """A URL on 127.0.0.1 where nothing listens: the port is bound (so nobody else takes it) but not listening."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/orders"
-    finally:
-        sock.close()
+def dead_url(closed_port: int) -> str:
+    """A URL on 127.0.0.1 where nothing listens (see ``closed_port``)."""
+    return f"http://127.0.0.1:{closed_port}/orders"
 
 
 def _delivery(**overrides: Any) -> Delivery:
@@ -100,3 +95,14 @@ def sqlite_database(tmp_path: Path) -> Iterator[Database]:
     db = Database("sqlite", f"sqlite:///{tmp_path / 'finance.db'}")
     yield db
     db.dispose()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that is bound (so nobody else takes it) but not listening: connections are refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()

@@ -70,17 +70,6 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A bound port where nothing listens: connections are refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
-
-
-@pytest.fixture
 async def topic_sink(kafka_bootstrap: str) -> AsyncIterator[tuple[KafkaSink, str]]:
     topic = new_topic()
     sink = kafka_sink(kafka_bootstrap, topic, headers={"X-Tenant": "acme", "Idempotency-Key": "spoofed"})

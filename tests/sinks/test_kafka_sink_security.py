@@ -10,11 +10,9 @@ that cannot work stop the load instead of failing every delivery.
 
 from __future__ import annotations
 
-import socket
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +31,6 @@ from .test_kafka_sink import MakeDelivery, read_topic
 pytestmark = pytest.mark.kafka
 
 WRONG_PASSWORD = "not-the-password-7f3a"
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A bound port where nothing listens: connections are refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        sock.close()
 
 
 def new_topic() -> str:

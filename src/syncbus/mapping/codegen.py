@@ -41,7 +41,6 @@ class FieldPlan:
     read: Callable[[Any, Any], Any] | None = None  # expr: (obj, root) -> value
     const: Any = None
     chain: Callable[[Any], Any] | None = None
-    chain_text: str | None = None      # the transform as written (xmlgen.py may use a faster equal)
     table: dict[str, Any] | None = None
     has_default: bool = False
     default: Any = None

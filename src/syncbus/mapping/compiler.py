@@ -291,7 +291,6 @@ class _Compiler:
                 return None
         if spec.transform:
             plan.chain = self.chain(spec.transform, (*loc, "transform"))
-            plan.chain_text = spec.transform  # issue 11: xmlgen.py may run a faster equal (faststeps.py)
             if plan.chain is None:
                 return None
         plan.table = spec.map

@@ -33,7 +33,6 @@ from ..errors import EncodeError
 from ..formats import xml as xmlfmt
 from ..formats.xml import XmlCodec
 from .codegen import FieldPlan, _check_source, text
-from .faststeps import fast_chain
 from .paths import MISSING
 from .transforms import LookupMiss
 
@@ -221,7 +220,7 @@ class _Gen:
             self.node(_plans_of(p), xmlfmt._element_tags(name), body + 1, f"o{i}", None)
             return
         if p.chain is not None:
-            ns[f"T{i}"] = fast_chain(p.chain_text, p.chain)
+            ns[f"T{i}"] = p.chain
             if p.has_default:  # a lookup miss takes the default; any other transform error: the general path
                 self.code(body, "try:")
                 self.code(body + 1, f"v = T{i}(v)")

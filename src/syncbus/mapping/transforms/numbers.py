@@ -77,6 +77,9 @@ _DECIMAL_CONTEXT = Context(prec=160, rounding=ROUND_HALF_UP, Emax=MAX_EMAX, Emin
                            traps=[InvalidOperation])
 
 
+_MAX_FAST_FRACTION = 60  # longer fractions go through Decimal (which also guards the context's precision)
+
+
 def _decimal(places: int | str) -> Transform:
     """Number as text with exactly `places` decimals, rounded half-up (away from zero); exact, no floats."""
     n = int_arg("decimal", "places", places, 0, 30)
@@ -90,17 +93,29 @@ def _decimal(places: int | str) -> Transform:
         if t is int and -INT_FAST < value < INT_FAST:
             return f"{value}{zeros}"
         if t is float or t is str:
-            # Fast path: a plain number with no more than n places needs no rounding,
-            # only zero padding (most prices and quantities). Everything else: Decimal.
+            # Fast path on the digits (exact: a float's digits are its shortest repr, which is what
+            # to_decimal reads). Up to n places: zero padding; more: half-up needs only the first
+            # dropped digit. Anything else (exponents, spaces, huge fractions): Decimal below.
             m = FAST_DECIMAL(repr(value) if t is float else value)
             if m is not None:
                 sign, whole, frac = m.groups()
                 frac = frac or ""
-                if len(frac) <= n:
-                    text = f"{whole}.{frac}{'0' * (n - len(frac))}" if n else whole
+                k = len(frac)
+                if k <= n:
+                    text = f"{whole}.{frac}{'0' * (n - k)}" if n else whole
                     if sign and (whole != "0" or frac.strip("0")):
                         return "-" + text
                     return text
+                if k <= _MAX_FAST_FRACTION:
+                    scaled = int(whole + frac[:n])
+                    if frac[n] >= "5":
+                        scaled += 1
+                    if n:
+                        digits = str(scaled).rjust(n + 1, "0")
+                        text = f"{digits[:-n]}.{digits[-n:]}"
+                    else:
+                        text = str(scaled)
+                    return "-" + text if sign and scaled else text  # never "-0.00"
         if value is None:
             return None
         number = to_decimal(value, label)
