@@ -17,13 +17,16 @@ counted by worker 0 only.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import re
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -92,22 +95,48 @@ class _NotCounted:
         return self
 
 class RouteInfo(Collector):
-    """``syncbus_route_info`` from the routes this process runs now (issue 9, hot reload).
+    """``syncbus_route_info`` from the routes that run now (issue 9, hot reload).
 
     A collector, not a Gauge: with workers (multi-process mode) a Gauge lives in
     files the workers share, and prometheus_client cannot remove a series from
     them, so a reloaded route kept showing its old version beside the new one.
-    Every worker runs every route of the same configuration (a reload reaches
-    them all), so the answering worker's own list is the node's.
+    Instead each worker keeps its own list in ``route_info_<pid>.json`` there,
+    and a scrape, whichever worker answers it, shows the union over the live
+    workers: each worker reloads for itself (a file watcher each), so while
+    a reload is half done the node runs both versions and shows both -- "only
+    the new version" means every worker swapped.
     """
 
-    def __init__(self, routes: dict[str, tuple[str, str, str]]) -> None:
+    def __init__(self, routes: dict[str, tuple[str, str, str]], folder: str | None = None) -> None:
         self.routes = routes  # route -> (route, version, owner), kept by Metrics.set_route/remove_route
+        self.folder = folder
+
+    def changed(self) -> None:
+        """Publish this worker's list for the others' scrapes (written whole: a reader never sees half)."""
+        if self.folder is None:
+            return
+        path = Path(self.folder) / f"route_info_{os.getpid()}.json"
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_bytes(orjson.dumps(sorted(self.routes.values())))
+            os.replace(tmp, path)
+
+    def _node(self) -> set[tuple[str, str, str]]:
+        rows = set(self.routes.values())
+        if self.folder is None:
+            return rows
+        for path in Path(self.folder).glob("route_info_*.json"):
+            pid = path.stem.rsplit("_", 1)[1]
+            if not pid.isdigit() or int(pid) == os.getpid() or not os.path.exists(f"/proc/{pid}"):
+                continue
+            with contextlib.suppress(OSError, orjson.JSONDecodeError, TypeError, ValueError):
+                rows.update((str(r), str(v), str(o)) for r, v, o in orjson.loads(path.read_bytes()))
+        return rows
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("syncbus_route_info", "Loaded routes (value 1).",
                                    labels=["route", "version", "owner"])
-        for labels in list(self.routes.values()):
+        for labels in sorted(self._node()):
             family.add_metric(list(labels), 1)
         yield family
 
@@ -184,7 +213,7 @@ class Metrics:
                                   ["route", "topic"], registry=r,
                                   multiprocess_mode=GAUGE_MODES["syncbus_consumer_lag"])
         self._route_info_labels: dict[str, tuple[str, str, str]] = {}
-        self.route_info = RouteInfo(self._route_info_labels)  # issue 9: not a Gauge, see RouteInfo
+        self.route_info = RouteInfo(self._route_info_labels, MULTIPROCESS_DIR)  # issue 9: see RouteInfo
         r.register(self.route_info)
         self.last_success = Gauge("syncbus_last_success_timestamp_seconds",
                                   "Unix time of the route's last successful delivery.", ["route"], registry=r,
@@ -231,10 +260,12 @@ class Metrics:
     def set_route(self, route: str, version: int, owner: str) -> None:
         """Publish route info; a reload with a new version replaces the old series."""
         self._route_info_labels[route] = (route, str(version), owner)
+        self.route_info.changed()
 
     def remove_route(self, route: str) -> None:
         """A route that no longer runs here must not keep reporting (reload, rebalance)."""
-        self._route_info_labels.pop(route, None)
+        if self._route_info_labels.pop(route, None) is not None:
+            self.route_info.changed()
 
     def exposition(self) -> bytes:
         if MULTIPROCESS_DIR is not None:  # every worker's samples (module docstring)

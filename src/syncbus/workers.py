@@ -339,10 +339,11 @@ class Parent:
         return 1 if self.failed and code == 0 else code
 
     def _forget_metrics(self, pid: int) -> None:
-        """A dead worker's live gauges leave /metrics (prometheus_client's ``mark_process_dead``)."""
+        """A dead worker's live gauges and routes leave /metrics (prometheus_client's ``mark_process_dead``)."""
         if self.metrics_dir is None:
             return
-        for path in Path(self.metrics_dir).glob(f"gauge_live*_{pid}.db"):
+        for path in (*Path(self.metrics_dir).glob(f"gauge_live*_{pid}.db"),
+                     *Path(self.metrics_dir).glob(f"route_info_{pid}.json")):
             with contextlib.suppress(OSError):
                 path.unlink()
 
