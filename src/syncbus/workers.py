@@ -58,6 +58,7 @@ ENV_PORT = "SYNCBUS_WORKER_PORT"             # the port the parent checked (the 
 ENV_READY_FD = "SYNCBUS_WORKER_READY_FD"     # worker → parent: its start-up line once it listens
 ENV_PARENT = "SYNCBUS_WORKER_PARENT"         # the parent's pid: a worker whose parent is gone stops
 ENV_METRICS = "PROMETHEUS_MULTIPROC_DIR"     # metrics.py: every worker's samples, merged at /metrics
+ENV_NODE_DIR = "SYNCBUS_NODE_DIR"            # state the workers share in memory (ingress/security/shared_buckets.py)
 
 STOP_TIMEOUT = 60.0      # a worker drains (HTTP 15 s, in-flight deliveries 10 s); then it is killed
 START_TIMEOUT = 300.0    # start-up of one worker (a Kafka broker may be slow to answer)
@@ -168,6 +169,7 @@ class Parent:
         self.workers: dict[int, _Worker] = {}
         self.stopping = False
         self.restarts: list[float] = []
+        self.node_dir: str | None = None      # the node's shared files, removed when it stops
         self.metrics_dir: str | None = None
         self.failed = False
 
@@ -186,8 +188,9 @@ class Parent:
         read_fd, write_fd = os.pipe()
         env = {**self.env, ENV_WORKER: f"{index}/{self.count}", ENV_PORT: str(self.port),
                ENV_READY_FD: str(write_fd), ENV_PARENT: str(os.getpid())}
-        if self.metrics_dir is not None:
+        if self.node_dir is not None and self.metrics_dir is not None:
             env[ENV_METRICS] = self.metrics_dir
+            env[ENV_NODE_DIR] = self.node_dir
         code = "import sys; sys.argv[0] = 'syncbus'; from syncbus.cli import main; main()"
         try:
             proc = subprocess.Popen([sys.executable, "-c", code, *self.argv], env=env, pass_fds=(write_fd,))
@@ -264,7 +267,9 @@ class Parent:
     def run(self) -> int:
         """Start the workers, print the start-up line, supervise, drain on a signal. The exit code."""
         self.port = check_address(self.host, self.port)
-        self.metrics_dir = tempfile.mkdtemp(prefix="syncbus-metrics-")
+        self.node_dir = tempfile.mkdtemp(prefix="syncbus-node-")
+        self.metrics_dir = os.path.join(self.node_dir, "metrics")
+        os.mkdir(self.metrics_dir)
         previous = {sig: signal.signal(sig, self._on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         try:
@@ -276,7 +281,7 @@ class Parent:
             self._stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            shutil.rmtree(self.node_dir, ignore_errors=True)
 
     def _start(self) -> int | None:
         """Worker 0, then the others; None once all are ready, else the exit code of the failed start."""

@@ -23,6 +23,7 @@ from .jwt import JwtVerifier
 from .masking import Masker
 from .ratelimit import KeyedLimiter, RateBucket, parse_rate
 from .scopes import parse_key_scopes
+from .shared_buckets import SharedBuckets, node_buckets
 
 ADMIN_METRIC_SOURCE = "@admin"   # the `source` label of refused admin requests (no source can be named so)
 
@@ -50,7 +51,9 @@ class SecurityContext:
                                                      "SYNCBUS_TRUSTED_PROXIES")
         self.masker = Masker.from_text(env.get("SYNCBUS_MASK_FIELDS", ""))
         admin_rate = (env.get("SYNCBUS_ADMIN_RATE_LIMIT") or "").strip()
-        self.admin_rate = KeyedLimiter(parse_rate(admin_rate)) if admin_rate else None
+        self.shared_buckets: SharedBuckets | None = node_buckets(env)  # with workers: the node's buckets
+        self.admin_rate = (KeyedLimiter(parse_rate(admin_rate), shared=self.shared_buckets, prefix="admin:")
+                           if admin_rate else None)
         self._sources: weakref.WeakKeyDictionary[Any, SourcePolicy] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -63,11 +66,11 @@ class SecurityContext:
         with self._lock:
             policy = self._sources.get(src)
             if policy is None:
-                policy = self._sources[src] = _policy(src, config)
+                policy = self._sources[src] = _policy(src, config, self.shared_buckets)
             return policy
 
 
-def _policy(src: Any, cfg: Any) -> SourcePolicy:
+def _policy(src: Any, cfg: Any, shared: SharedBuckets | None) -> SourcePolicy:
     allow_ips = getattr(cfg, "allow_ips", None)
     auth = getattr(cfg, "auth", None)
     rate = getattr(cfg, "rate_limit", None)
@@ -76,7 +79,7 @@ def _policy(src: Any, cfg: Any) -> SourcePolicy:
         allow=AddressList.parse(allow_ips, f"source {src.name}: allow_ips") if allow_ips is not None else None,
         mtls=bool(getattr(auth, "mtls", False)),
         api_keys=tuple(src.api_keys) if src.api_keys is not None else None,
-        rate=RateBucket(parse_rate(rate)) if rate else None,
+        rate=RateBucket(parse_rate(rate), shared=shared, key=f"source:{src.name}") if rate else None,
     )
 
 
