@@ -22,6 +22,7 @@ from syncbus.bus.base import Bus, Consumer
 from syncbus.bus.embedded import EmbeddedBus
 from syncbus.bus.kafka import KafkaBus
 from syncbus.record import Record
+from tests.support.consume import fetch_n
 from tests.support.kafka import SecureListeners
 
 
@@ -85,23 +86,12 @@ def group() -> str:
     return f"g-{uuid.uuid4().hex[:10]}"
 
 
-async def fetch_n(consumer: Consumer, n: int, timeout: float = 20.0) -> list[Record]:
-    """Exactly ``n`` records (fails after ``timeout``); then nothing more arrives for a moment."""
-    got: list[Record] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < n:
-        assert time.monotonic() < deadline, f"only {len(got)} of {n} records within {timeout}s"
-        got += await consumer.fetch(n - len(got), 0.5)
-    assert len(got) == n, f"{len(got)} records, asked for {n}"
-    return got
-
-
 async def consume(bus: Bus, group_name: str, topic: str, n: int, *, done: bool = True) -> list[Record]:
     """``n`` records as one member of ``group_name`` sees them; marked done and committed unless told not to."""
     consumer = bus.consumer(group_name, [topic])
     await consumer.start()
     try:
-        got = await fetch_n(consumer, n)
+        got = await fetch_n(consumer, n, timeout=20.0)
         assert await consumer.fetch(10, 0.3) == []
         if done:
             for r in got:

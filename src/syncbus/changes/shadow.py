@@ -169,7 +169,7 @@ class ShadowRoute:
         await self.consumer.stop()
 
     async def lag(self) -> dict[str, int]:
-        from ..router import lag_per_topic
+        from ..route import lag_per_topic
 
         return await lag_per_topic(self.consumer)
 
