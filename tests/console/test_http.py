@@ -208,3 +208,11 @@ def test_a_read_only_key_sees_masked_payloads_and_cannot_act(node, session):
         assert r.status_code == 403 and "dlq:write" in r.text, action
     assert _status(node, dl_id) == "pending"
     carol.close()
+
+
+def test_an_unknown_console_page_is_an_html_404_and_the_api_keeps_json(node):
+    r = httpx.get(f"{node.url}/console/no-such-page", timeout=10)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "There is no such page." in r.text and 'href="/console/routes"' in r.text
+    api = httpx.get(f"{node.url}/no-such-endpoint", timeout=10)
+    assert api.status_code == 404 and api.json()["error"] == "not_found"

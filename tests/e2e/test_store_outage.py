@@ -10,6 +10,7 @@ delivered once the store is back, with the ledger clean.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,17 @@ def _set_outage(session: Any, database: str, down: bool) -> None:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
 
 
+def _console_login(node: Node) -> httpx.Client:
+    """A client logged into the console with the admin key (its session is in the store)."""
+    client = httpx.Client(base_url=node.url, timeout=10)
+    page = client.get("/console/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf, page.text
+    r = client.post("/console/login", data={"csrf": csrf.group(1), "key": ADMIN_KEY, "next": ""})
+    assert r.status_code == 303 and client.get("/console/routes").status_code == 200, r.text
+    return client
+
+
 def test_store_outage_is_503_and_nothing_accepted_is_lost(tmp_path: Path, pg_url: str, _pg_session: Any) -> None:
     database = make_url(pg_url).database
     assert database
@@ -46,8 +58,16 @@ def test_store_outage_is_503_and_nothing_accepted_is_lost(tmp_path: Path, pg_url
                     assert node.post(client, order(i)).status_code == 202
                 wait_until(lambda: len(target.requests) >= 10, what="deliveries before the outage")
 
+                console = _console_login(node)
                 _set_outage(_pg_session, database, down=True)
                 try:
+                    # a person in the console gets a page saying so (sessions live in the store)
+                    page = console.get("/console/routes")
+                    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+                    assert "The state store is unavailable; try again shortly." in page.text
+                    assert page.headers["retry-after"] == "5"
+                    for word in ("psycopg", "Traceback", "OperationalError", database):
+                        assert word not in page.text
                     refused = client.get(f"{node.url}/dlq", headers=admin)
                     assert refused.status_code == 503, refused.text
                     assert refused.json()["error"] == "store_unavailable"
@@ -64,6 +84,7 @@ def test_store_outage_is_503_and_nothing_accepted_is_lost(tmp_path: Path, pg_url
                     assert client.get(f"{node.url}/healthz").status_code == 200
                 finally:
                     _set_outage(_pg_session, database, down=False)
+                    console.close()
 
                 wait_until(lambda: client.get(f"{node.url}/dlq", headers=admin).status_code == 200, timeout=30,
                            what="the dead-letter API back with the store")

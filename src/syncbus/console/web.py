@@ -266,6 +266,16 @@ def render(request: Request, template: str, status: int = 200, session: Session 
     return HTMLResponse(page, status_code=status, headers=SECURITY_HEADERS)
 
 
-def error_page(request: Request, status: int, message: str, session: Session | None = None) -> HTMLResponse:
+def error_page(request: Request, status: int, message: str, session: Session | None = None,
+               headers: dict[str, str] | None = None) -> HTMLResponse:
     """An HTML error (the console is for people); the JSON error bodies are for the API."""
-    return render(request, "error.html", status=status, session=session, status_code=status, message=message)
+    page = render(request, "error.html", status=status, session=session, status_code=status, message=message)
+    page.headers.update(headers or {})
+    return page
+
+
+def is_console(request: Request) -> bool:
+    """A request for a console page: errors the app answers for it are pages too (a store outage, a 404)."""
+    path: str = request.scope.get("path", "")
+    console = base(request)
+    return path == console or path.startswith(console + "/")

@@ -189,18 +189,23 @@ def create_app(runtime: Any, manage_lifecycle: bool = True) -> FastAPI:
         return exc.response()
 
     @app.exception_handler(StoreUnavailable)
-    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> Response:
         # The database is down or busy: "try again", like a bus outage -- never a 500 with the driver's text.
         _store_outage.report(request, exc)
-        return error_response(503, "store_unavailable", "the state store is unavailable; try again shortly",
-                              {"Retry-After": "5"})
+        message, headers = "the state store is unavailable; try again shortly", {"Retry-After": "5"}
+        if console.web.is_console(request):  # a person at a browser gets a page, not a JSON body
+            return console.web.error_page(request, 503, message[0].upper() + message[1:] + ".", headers=headers)
+        return error_response(503, "store_unavailable", message, headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _starlette_error(request: Request, exc: StarletteHTTPException) -> Response:
         status = exc.status_code
         headers = dict(exc.headers or {})
         if status == 405:
             headers["Allow"] = _allowed_methods(app, request.scope)
+        if console.web.is_console(request):
+            message = "There is no such page." if status == 404 else str(exc.detail)
+            return console.web.error_page(request, status, message, headers=headers)
         return error_response(status, code_for(status), str(exc.detail), headers)
 
     @app.exception_handler(RequestValidationError)
