@@ -21,12 +21,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from . import crypto  # issue 12: payloads encrypted at rest (SYNCBUS_DATA_KEYS); legacy rows pass through
 from .db import Database, StoreError
+from .deadletter_search import NEWEST_FIRST, matching_ids
 from .models import OPEN_STATUSES, REASONS, STATUSES, TRANSITIONS, AuditEntry, DeadLetter, as_utc, encode_value, utcnow
 from .tables import dead_letters, dlq_audit
 
@@ -139,30 +140,33 @@ class DeadLetterStore(Database):
              limit: int = 100, offset: int = 0, *, reason: str | None = None, sink: str | None = None,
              until: datetime | None = None, key: str | None = None,
              text: str | None = None) -> builtins.list[DeadLetter]:
-        """Newest failure first; ``since``/``until`` filter on the last failure time."""
-        query = select(dead_letters)
-        for cond in self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key, text=text):
-            query = query.where(cond)
-        query = query.order_by(dead_letters.c.last_failed_at.desc(), dead_letters.c.id.desc())
-        query = query.limit(max(0, limit)).offset(max(0, offset))
+        """Newest failure first; ``since``/``until`` filter on the last failure time, ``text`` searches payload
+        and error (encrypted payloads too: ``deadletter_search.py``)."""
+        conds = self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key)
         with self._tx() as conn:
+            if text:
+                page = matching_ids(conn, conds, text, self.is_sqlite)[max(0, offset):max(0, offset) + max(0, limit)]
+                rows = {r.id: r for chunk in _chunks(page)
+                        for r in conn.execute(select(dead_letters).where(dead_letters.c.id.in_(chunk)))}
+                return [row_to_dead_letter(rows[i]) for i in page if i in rows]
+            query = select(dead_letters).where(*conds).order_by(*NEWEST_FIRST)
+            query = query.limit(max(0, limit)).offset(max(0, offset))
             return [row_to_dead_letter(r) for r in conn.execute(query)]
 
     def count(self, route: str | None = None, status: str | None = None, since: datetime | None = None, *,
               reason: str | None = None, sink: str | None = None, until: datetime | None = None,
               key: str | None = None, text: str | None = None) -> int:
         """How many ``list`` would return without a limit (for paging)."""
-        query = select(func.count()).select_from(dead_letters)
-        for cond in self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key, text=text):
-            query = query.where(cond)
+        conds = self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key)
         with self._tx() as conn:
-            return int(conn.execute(query).scalar_one())
+            if text:
+                return len(matching_ids(conn, conds, text, self.is_sqlite))
+            return int(conn.execute(select(func.count()).select_from(dead_letters).where(*conds)).scalar_one())
 
     def _filters(self, route: str | None, status: str | None, since: datetime | None, *, reason: str | None = None,
-                 sink: str | None = None, until: datetime | None = None, key: str | None = None,
-                 text: str | None = None) -> builtins.list[Any]:
+                 sink: str | None = None, until: datetime | None = None,
+                 key: str | None = None) -> builtins.list[Any]:
         conds: list[Any] = []
-        sqlite_text = self.is_sqlite
         if route is not None:
             conds.append(dead_letters.c.route == route)
         if status is not None:
@@ -183,13 +187,6 @@ class DeadLetterStore(Database):
             conds.append(dead_letters.c.last_failed_at < as_utc(until))
         if key is not None:
             conds.append(dead_letters.c.key == key)
-        if text:
-            escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            pattern = f"%{escaped}%"
-            # SQLite's LIKE never matches a BLOB: compare the payload as text there
-            value = dead_letters.c.value if not sqlite_text else cast(dead_letters.c.value, Text)
-            needle: Any = pattern if sqlite_text else pattern.encode("utf-8")
-            conds.append(or_(value.like(needle, escape="\\"), dead_letters.c.error.like(pattern, escape="\\")))
         return conds
 
     def pending_summary(self) -> tuple[dict[str, int], dict[str, float]]:
