@@ -139,3 +139,28 @@ def test_a_console_login_holds_on_every_worker_until_logout(node: ConsoleNode):
             served[served_by(node, r)] += 1
             assert r.status_code == 303 and r.headers["location"].startswith("/console/login"), (i, r.status_code)
     assert set(served) == workers(node), f"not every worker answered after the logout: {served}"
+
+
+def test_failed_logins_are_counted_by_the_node_not_by_each_worker(node: ConsoleNode):
+    """Ten wrong keys over connections both workers served, then the right key: refused (429) on every worker."""
+    from syncbus.console.sessions import LOGIN_FAILURES
+
+    def attempt(key: str) -> tuple[int, int]:
+        with httpx.Client(base_url=node.url, timeout=30) as client:
+            page = client.get("/console/login")
+            m = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert m, page.text
+            r = client.post("/console/login", data={"csrf": m.group(1), "key": key, "next": ""})
+            return r.status_code, served_by(node, r)
+
+    wrong = [attempt(f"guess-{i}") for i in range(LOGIN_FAILURES)]
+    assert {status for status, _w in wrong} == {403}
+    assert {w for _s, w in wrong} == workers(node), f"the guesses did not reach every worker: {wrong}"
+    refused: Counter[int] = Counter()
+    for _ in range(40):
+        status, worker = attempt(ALICE_KEY)
+        assert status == 429, (status, worker)
+        refused[worker] += 1
+        if set(refused) == workers(node):
+            break
+    assert set(refused) == workers(node), f"not every worker refused: {refused}"

@@ -54,6 +54,37 @@ def test_a_full_table_takes_over_the_row_refilled_longest_ago(tmp_path: Path) ->
     assert table.take("a", 1.0, 1.0, now=0.6) == 0          # "a" was forgotten: a full bucket again
 
 
+def test_level_peeks_and_forget_refills_in_a_file_or_in_memory(tmp_path: Path) -> None:
+    for table in (SharedBuckets(tmp_path / "b"), SharedBuckets(None)):
+        assert table.level("login:a", 0.5, 2.0, now=0.0) == 2.0          # a new key: full, nothing taken
+        table.take("login:a", 0.5, 2.0, now=0.0)
+        table.take("login:a", 0.5, 2.0, now=0.0)
+        assert table.level("login:a", 0.5, 2.0, now=0.0) == 0.0
+        assert table.level("login:a", 0.5, 2.0, now=1.0) == pytest.approx(0.5)  # refilling
+        table.forget("login:a")
+        assert table.level("login:a", 0.5, 2.0, now=1.0) == 2.0
+        table.forget("login:never-seen")                                   # nothing to forget: no error
+
+
+def test_two_workers_see_the_same_login_failures(tmp_path: Path) -> None:
+    from syncbus.console.sessions import LoginThrottle
+
+    now = [0.0]
+    mine, theirs = (LoginThrottle(clock=lambda: now[0], window=300, limit=3, table=SharedBuckets(tmp_path / "b"))
+                    for _ in range(2))
+    mine.failed("10.0.0.1")
+    theirs.failed("10.0.0.1")
+    assert not mine.blocked("10.0.0.1")
+    theirs.failed("10.0.0.1")
+    assert mine.blocked("10.0.0.1") and theirs.blocked("10.0.0.1") and not mine.blocked("10.0.0.2")
+    now[0] += 100                                                          # one failure's worth refilled
+    assert not mine.blocked("10.0.0.1")
+    mine.succeeded("10.0.0.1")
+    theirs.failed("10.0.0.1")
+    theirs.failed("10.0.0.1")
+    assert not mine.blocked("10.0.0.1")                                    # the success wiped the slate
+
+
 def test_one_mapping_per_process_and_none_without_workers(tmp_path: Path) -> None:
     assert node_buckets({}) is None
     env = {ENV_NODE_DIR: str(tmp_path)}

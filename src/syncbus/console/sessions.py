@@ -16,9 +16,9 @@ Costs per page load: one read; ``last_seen`` is written at most every
 ``TOUCH_SECONDS`` per session (so the idle limit is exact to within that),
 and the flash messages only when a page showed or a request added some.
 
-The login throttle stays in each process's memory: the failure limit is
-therefore per worker (and per node), i.e. at most workers × nodes ×
-``LOGIN_FAILURES`` guesses per window -- still nothing against a random key.
+The login throttle counts failures per client address in the node's shared
+buckets (``ingress/security/shared_buckets.py``), so every worker of a node
+sees the same count; several nodes count each on their own.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from ..ingress.security.shared_buckets import SharedBuckets
 from ..state.sessions import Flash, SessionRow, session_digest
 
 IDLE_SECONDS = 30 * 60           # a session unused this long ends
@@ -41,6 +42,7 @@ MAX_SESSIONS = 10_000            # least recently used sessions go first beyond 
 MAX_FLASHES = 10
 LOGIN_WINDOW = 300.0             # login failures counted per client over this many seconds
 LOGIN_FAILURES = 10              # …and refused beyond this many
+LOGIN_SLOTS = 4096               # client addresses remembered by a process of its own (no workers)
 
 
 def key_digest(key: str) -> bytes:
@@ -208,38 +210,29 @@ class SessionStore:
 
 
 class LoginThrottle:
-    """Refuses logins from a client after too many failures in a window: guessing keys stays slow.
+    """Refuses logins from a client after too many failures: guessing keys stays slow.
 
-    Per process (see the module docstring): each worker counts on its own.
+    A token bucket per client address of ``limit`` failures, refilled at
+    ``limit`` per ``window``: ``limit`` wrong keys in a row block the client
+    until the bucket refills, and a steady guesser gets ``limit`` guesses per
+    window at most. A success empties the record. The buckets are the node's
+    (``shared_buckets.py``): with ``--workers`` every worker counts the same
+    failures, whichever one a connection reaches.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, window: float = LOGIN_WINDOW,
-                 limit: int = LOGIN_FAILURES) -> None:
+                 limit: int = LOGIN_FAILURES, table: SharedBuckets | None = None) -> None:
         self._clock = clock
         self.window = window
         self.limit = limit
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, client: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(client, []) if now - t < self.window]
-        if times:
-            self._failures[client] = times
-        else:
-            self._failures.pop(client, None)
-        return times
+        self._rate = limit / window
+        self._table = table if table is not None else SharedBuckets(None, slots=LOGIN_SLOTS)
 
     def blocked(self, client: str) -> bool:
-        with self._lock:
-            return len(self._recent(client, self._clock())) >= self.limit
+        return self._table.level(f"login:{client}", self._rate, self.limit, self._clock()) < 1.0
 
     def failed(self, client: str) -> None:
-        with self._lock:
-            now = self._clock()
-            if len(self._failures) > MAX_SESSIONS:   # bounded, like the sessions
-                self._failures.clear()
-            self._failures[client] = [*self._recent(client, now), now]
+        self._table.take(f"login:{client}", self._rate, self.limit, self._clock())
 
     def succeeded(self, client: str) -> None:
-        with self._lock:
-            self._failures.pop(client, None)
+        self._table.forget(f"login:{client}")

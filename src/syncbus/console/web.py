@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
+from ..ingress.security.shared_buckets import node_buckets
 from ..state.db import Database
 from ..state.sessions import StoredSessions
 from .metrics_view import RateTracker
@@ -92,7 +94,8 @@ def state(request: Request) -> ConsoleState:
         backend = StoredSessions(store) if isinstance(store, Database) else None
         if backend is None:
             log.warning("the console keeps sessions in this process only: the app has no state store")
-        found = ConsoleState(SessionStore(backend=backend), LoginThrottle(), RateTracker())
+        found = ConsoleState(SessionStore(backend=backend), LoginThrottle(table=node_buckets(os.environ)),
+                             RateTracker())
         app_state.console = found
     return found
 

@@ -18,13 +18,14 @@ process of the machine.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import mmap
 import os
 import struct
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 
@@ -42,26 +43,43 @@ def _hash(key: str) -> int:
 
 
 class SharedBuckets:
-    """The node's buckets, in a file mapped by every worker."""
+    """The node's buckets, in a file mapped by every worker -- or, without a path, in this process's memory
+    (one process is the whole node then; the same code keeps the same behaviour either way)."""
 
-    def __init__(self, path: Path, slots: int = SLOTS) -> None:
+    def __init__(self, path: Path | None, slots: int = SLOTS) -> None:
         self.path = path
         self.slots = slots
         size = slots * ROW.size
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        self._fd: int | None = None
+        if path is None:
+            self._map = mmap.mmap(-1, size)
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                if os.fstat(fd).st_size < size:  # the first worker sizes it; new bytes are zero: free rows
-                    os.ftruncate(fd, size)
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            self._map = mmap.mmap(fd, size)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    if os.fstat(fd).st_size < size:  # the first worker sizes it; new bytes are zero: free rows
+                        os.ftruncate(fd, size)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                self._map = mmap.mmap(fd, size)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
         self._lock = threading.Lock()  # flock excludes other processes; threads of this one share the fd
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            if self._fd is None:
+                yield
+                return
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _row(self, wanted: int) -> int:
         """The offset of the key's row: its own, else a free one, else the one refilled longest ago."""
@@ -80,29 +98,42 @@ class SharedBuckets:
                 oldest, oldest_at = offset, at
         return free if free >= 0 else oldest
 
+    def _refilled(self, wanted: int, rate: float, burst: float, now: float) -> tuple[int, float, float]:
+        """The key's row, its tokens now and the time they are counted to (under the lock)."""
+        offset = self._row(wanted)
+        stored, tokens, at = ROW.unpack_from(self._map, offset)
+        if stored != wanted:  # new here (or its row was taken over): a full bucket
+            tokens, at = burst, now
+        # another worker may have stored a later time than this one read before the lock: time
+        # never goes back in the row, or the next refill would count the same interval twice
+        now = max(now, at)
+        return offset, min(burst, tokens + (now - at) * rate), now
+
     def take(self, key: str, rate: float, burst: float, now: float) -> float:
         """0 when a token was taken, else the seconds until one is free (nothing is taken then)."""
         wanted = _hash(key)
-        with self._lock:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                offset = self._row(wanted)
-                stored, tokens, at = ROW.unpack_from(self._map, offset)
-                if stored != wanted:  # new here (or its row was taken over): a full bucket
-                    tokens, at = burst, now
-                # another worker may have stored a later time than this one read before the lock: time
-                # never goes back in the row, or the next refill would count the same interval twice
-                now = max(now, at)
-                tokens = min(burst, tokens + (now - at) * rate)
-                wait = 0.0
-                if tokens >= 1.0:
-                    tokens -= 1.0
-                else:
-                    wait = (1.0 - tokens) / rate
-                ROW.pack_into(self._map, offset, wanted, tokens, now)
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        with self._locked():
+            offset, tokens, now = self._refilled(wanted, rate, burst, now)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / rate
+            ROW.pack_into(self._map, offset, wanted, tokens, now)
         return wait
+
+    def level(self, key: str, rate: float, burst: float, now: float) -> float:
+        """The tokens the key's bucket holds now, taking none."""
+        with self._locked():
+            return self._refilled(_hash(key), rate, burst, now)[1]
+
+    def forget(self, key: str) -> None:
+        """The key starts again with a full bucket (its row is freed)."""
+        wanted = _hash(key)
+        with self._locked():
+            offset = self._row(wanted)
+            if ROW.unpack_from(self._map, offset)[0] == wanted:
+                ROW.pack_into(self._map, offset, 0, 0.0, 0.0)
 
 
 @cache
