@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from sqlalchemy.engine import make_url
 
 from syncbus.sinks.base import SinkConfig
-from syncbus.sinks.sql_errors import redact_url
+from syncbus.sinks.sql_errors import check_database_url
 from syncbus.units import Duration
 
 __all__ = ["SqlSinkConfig"]
@@ -69,13 +68,7 @@ class SqlSinkConfig(SinkConfig):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
-        try:
-            make_url(value)
-        except Exception:
-            raise ValueError(
-                f"invalid database URL {redact_url(value)!r}: expected dialect+driver://user:password@host/db "
-                "or sqlite:////absolute/path.db") from None
-        return value
+        return check_database_url(value)
 
     @field_validator("key_columns", "columns")
     @classmethod

@@ -38,6 +38,16 @@ def redact_url(url: str) -> str:
         return _PASSWORD_IN_URL.sub(r"\1***@", url)
 
 
+def check_database_url(value: str) -> str:
+    """Pydantic validator of a database URL option (the sql sink's ``url``, sql_poll's ``dsn``)."""
+    try:
+        make_url(value)
+    except Exception:
+        raise ValueError(f"invalid database URL {redact_url(value)!r}: expected "
+                         "dialect+driver://user:password@host/db or sqlite:////absolute/path.db") from None
+    return value
+
+
 def is_transient(exc: BaseException) -> bool:
     """True if the same statement may succeed later (see the module docstring)."""
     if not isinstance(exc, sa_exc.SQLAlchemyError):

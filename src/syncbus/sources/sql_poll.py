@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from ..sinks.sql_errors import redact_url
+from ..sinks.sql_errors import check_database_url, redact_url
 from ..units import Duration
 from .base import NewRecord, PollBatch, PollSource, PollSourceConfig, SourceConfig
 from .sql_poll_query import (
@@ -111,12 +111,7 @@ class SqlPollConfig(PollSourceConfig):
     @field_validator("dsn")
     @classmethod
     def _check_dsn(cls, value: str) -> str:
-        try:
-            make_url(value)
-        except Exception:
-            raise ValueError(f"invalid database URL {redact_url(value)!r}: expected "
-                             "dialect+driver://user:password@host/db or sqlite:////absolute/path.db") from None
-        return value
+        return check_database_url(value)
 
     @field_validator("query")
     @classmethod
