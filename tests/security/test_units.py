@@ -209,6 +209,31 @@ def test_jwt_refuses_none_and_hmac_algorithms(tmp_path: Path) -> None:
         verifier.verify(hmac_token)
 
 
+def test_jwt_with_an_algorithm_that_is_not_a_name_is_refused_not_a_crash(tmp_path: Path) -> None:
+    idp = TestIdp(tmp_path)
+    verifier = JwtVerifier(ISSUER, AUDIENCE, str(idp.jwks_file))
+    good = idp.token()
+    body, sig = good.split(".", 2)[1:]
+    for alg in (["ES256"], {"x": 1}, 256, None):
+        head = base64.urlsafe_b64encode(json.dumps({"alg": alg, "kid": idp.kid}).encode()).rstrip(b"=").decode()
+        with pytest.raises(TokenRejected, match="not accepted"):
+            verifier.verify(f"{head}.{body}.{sig}")
+
+
+def test_a_jwks_file_that_turns_bad_keeps_the_keys_read_before(tmp_path: Path) -> None:
+    idp = TestIdp(tmp_path)
+    verifier = JwtVerifier(ISSUER, AUDIENCE, str(idp.jwks_file))
+    good = idp.jwks_file.read_bytes()
+    for broken in (good[: len(good) // 2], b'{"keys": []}', b""):   # half-written, emptied, truncated to nothing
+        idp.jwks_file.write_bytes(broken)
+        assert verifier.verify(idp.token("dave")).subject == "dave"
+    idp.jwks_file.write_bytes(good)
+    assert verifier.verify(idp.token("erin")).subject == "erin"
+    with pytest.raises(JwtConfigError, match="has no RSA, EC or OKP signing key"):  # bad at start: start-up error
+        (tmp_path / "bad.json").write_bytes(b'{"keys": []}')
+        JwtVerifier(ISSUER, AUDIENCE, str(tmp_path / "bad.json"))
+
+
 def test_jwt_settings_are_checked(tmp_path: Path) -> None:
     assert JwtVerifier.from_env({}) is None
     with pytest.raises(JwtConfigError, match="all set"):

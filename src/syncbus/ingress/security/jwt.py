@@ -96,8 +96,19 @@ class _JwksFile:
         stamp = (st.st_mtime_ns, st.st_size)
         with self._lock:
             if stamp != self._stamp or self._keys is None:
-                self._keys = _parse_jwks(self.path.read_bytes()[:MAX_JWKS_BYTES], str(self.path))
-                self._stamp = stamp
+                try:
+                    keys = _parse_jwks(self.path.read_bytes()[:MAX_JWKS_BYTES], str(self.path))
+                except (OSError, JwtConfigError) as exc:
+                    if self._keys is None:  # at start: a start-up error
+                        if isinstance(exc, JwtConfigError):
+                            raise
+                        raise JwtConfigError(f"SYNCBUS_JWT_JWKS: cannot read {self.path}: "
+                                             f"{exc.strerror or exc}") from None
+                    # half-written, emptied, broken: the keys read before stay until the file is good again
+                    log.warning("JWKS file %s unusable (%s); keeping the keys read before", self.path, exc)
+                    self._stamp = stamp  # one warning per change of the file, not one per request
+                    return self._keys
+                self._keys, self._stamp = keys, stamp
             return self._keys
 
     def unknown_kid(self) -> None:
@@ -221,7 +232,7 @@ class JwtVerifier:
         except InvalidTokenError:
             raise TokenRejected("the bearer token is not a well-formed JWT") from None
         alg = header.get("alg")
-        if alg not in ALGORITHMS:
+        if not isinstance(alg, str) or alg not in ALGORITHMS:  # a list or an object: no algorithm either
             raise TokenRejected(f"token algorithm {str(alg)[:20]!r} is not accepted (asymmetric signatures only)")
         kid = header.get("kid")
         keys = self._jwks.keys()
