@@ -14,6 +14,7 @@ from tests.sinks.target_server import TargetServer
 ALICE_KEY = "alice-console-key"
 BOB_KEY = "bob-console-key"
 CAROL_KEY = "carol-read-only-key"
+DAVE_KEY = "dave-feeds-sources-only"
 ROUTE = "orders-to-erp"
 
 
@@ -21,8 +22,9 @@ class ConsoleNode(Node):
     """The e2e node with two named admin keys, so the audit shows who did what."""
 
     def env(self) -> dict[str, str]:
-        return {**super().env(), "SYNCBUS_ADMIN_KEYS": f"alice:{ALICE_KEY},bob:{BOB_KEY},carol:{CAROL_KEY}",
-                "SYNCBUS_KEY_SCOPES": "carol=dlq:read", "SYNCBUS_MASK_FIELDS": "customer"}
+        return {**super().env(),
+                "SYNCBUS_ADMIN_KEYS": f"alice:{ALICE_KEY},bob:{BOB_KEY},carol:{CAROL_KEY},dave:{DAVE_KEY}",
+                "SYNCBUS_KEY_SCOPES": "carol=dlq:read,dave=ingress:*", "SYNCBUS_MASK_FIELDS": "customer"}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.console.conftest import ALICE_KEY, BOB_KEY, CAROL_KEY, ROUTE, csrf_of, login, mapping_dead_letter
+from tests.console.conftest import ALICE_KEY, BOB_KEY, CAROL_KEY, DAVE_KEY, ROUTE, csrf_of, login, mapping_dead_letter
 from tests.e2e.harness import wait_until
 
 PAGES = ["/console", "/console/routes", "/console/dead-letters", "/console/dead-letters/dl-x", "/console/audit",
@@ -216,3 +216,22 @@ def test_an_unknown_console_page_is_an_html_404_and_the_api_keeps_json(node):
     assert "There is no such page." in r.text and 'href="/console/routes"' in r.text
     api = httpx.get(f"{node.url}/no-such-endpoint", timeout=10)
     assert api.status_code == 404 and api.json()["error"] == "not_found"
+
+
+def test_a_key_without_dlq_read_does_not_open_the_console(node):
+    with httpx.Client(base_url=node.url, timeout=10) as client:
+        page = client.get("/console/login")
+        r = client.post("/console/login", data={"csrf": csrf_of(page.text), "key": DAVE_KEY, "next": ""})
+        assert r.status_code == 403 and "needs the scope dlq:read" in r.text
+        assert "syncbus_console" not in client.cookies
+        for path in ("/console/routes", "/console/trace?id=x", "/console/ledger", "/console/audit"):
+            assert client.get(path).status_code == 303, path
+
+
+def test_a_read_only_key_can_log_out(node):
+    carol = login(node, CAROL_KEY)
+    token = csrf_of(carol.get("/console/routes").text)
+    r = carol.post("/console/logout", data={"csrf": token})
+    assert r.status_code == 303 and r.headers["location"] == "/console/login", r.text
+    assert carol.get("/console/routes").status_code == 303
+    carol.close()

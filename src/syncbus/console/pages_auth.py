@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from ..ingress.security import principal_named
 from .sessions import MAX_AGE_SECONDS, Session, match_key
 from .web import (
+    CONSOLE_SCOPE,
     LOGIN_COOKIE,
     PACKAGE,
     SESSION_COOKIE,
@@ -60,16 +61,18 @@ def session_allows(request: Request, session: Session, scope: str) -> bool:
     return bool(principal_named(request, session.name).allows(scope))
 
 
-async def guarded_post(request: Request, scope: str = "dlq:write") -> tuple[Session, dict[str, list[str]]] | Response:
+async def guarded_post(request: Request, scope: str | None = "dlq:write",
+                       ) -> tuple[Session, dict[str, list[str]]] | Response:
     """The session and form of an action POST, or the response refusing it.
 
     No session: back to the login page (nothing is done). A key without
-    ``scope``, a foreign Origin, or a missing or wrong CSRF token: 403.
+    ``scope`` (None: any session may, e.g. log itself out), a foreign Origin,
+    or a missing or wrong CSRF token: 403.
     """
     session = await current_session(request)
     if session is None:
         return to_login(request)
-    if not session_allows(request, session, scope):
+    if scope is not None and not session_allows(request, session, scope):
         return error_page(request, 403, f"the key {session.name!r} does not hold the scope {scope!r}", session)
     if not origin_ok(request):
         return error_page(request, 403, "this form was not sent from this console", session)
@@ -140,7 +143,12 @@ async def login(request: Request) -> Response:
         throttle.failed(client)
         log.warning("console login with an unknown key from %s", client)
         return _login_page(request, 403, "this key is not accepted", field(form, "next"))
-    throttle.succeeded(client)
+    if not principal_named(request, name).allows(CONSOLE_SCOPE):  # e.g. a key only for posting to a source
+        log.warning("console login refused for %s from %s: the key lacks %s", name, client, CONSOLE_SCOPE)
+        return _login_page(request, 403, f"this key does not open the console (it needs the scope {CONSOLE_SCOPE})",
+                           field(form, "next"))
+    # A success does not wipe the failures before it: whoever holds one key could otherwise guess others
+    # without limit, logging in with their own after every few guesses.
     session = await start_session(request, name, keys[name])
     session.flash("ok", f"signed in as {name}")   # saved with the session by ConsoleRoute
     log.info("console login: %s from %s", name, client)
@@ -153,7 +161,7 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     """End the session on the server (the cookie alone would not be enough) and drop the cookie."""
-    guarded = await guarded_post(request)
+    guarded = await guarded_post(request, scope=None)  # a read-only key must be able to end its session
     if isinstance(guarded, Response):
         return guarded
     session, _form = guarded

@@ -213,9 +213,10 @@ class LoginThrottle:
     """Refuses logins from a client after too many failures: guessing keys stays slow.
 
     A token bucket per client address of ``limit`` failures, refilled at
-    ``limit`` per ``window``: ``limit`` wrong keys in a row block the client
-    until the bucket refills, and a steady guesser gets ``limit`` guesses per
-    window at most. A success empties the record. The buckets are the node's
+    ``limit`` per ``window``: ``limit`` wrong keys block the client until the
+    bucket refills, and a steady guesser gets ``limit`` guesses per window at
+    most. A successful login does not wipe the count (whoever holds one key
+    could otherwise guess others without limit). The buckets are the node's
     (``shared_buckets.py``): with ``--workers`` every worker counts the same
     failures, whichever one a connection reaches.
     """
@@ -233,6 +234,3 @@ class LoginThrottle:
 
     def failed(self, client: str) -> None:
         self._table.take(f"login:{client}", self._rate, self.limit, self._clock())
-
-    def succeeded(self, client: str) -> None:
-        self._table.forget(f"login:{client}")

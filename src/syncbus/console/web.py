@@ -35,6 +35,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .. import __version__
+from ..ingress.security import principal_named
 from ..ingress.security.shared_buckets import node_buckets
 from ..state.db import Database
 from ..state.sessions import StoredSessions
@@ -100,6 +101,9 @@ def state(request: Request) -> ConsoleState:
     return found
 
 
+CONSOLE_SCOPE = "dlq:read"   # every console page shows dead letters, traces or the ledger: what dlq:read opens
+
+
 def base(request: Request) -> str:
     """``/console`` below whatever root path the app is mounted at."""
     root: str = request.scope.get("root_path", "")
@@ -131,6 +135,8 @@ async def current_session(request: Request) -> Session | None:
     session = None
     if session_id:
         session = await asyncio.to_thread(state(request).sessions.get, session_id, admin_keys(request))
+        if session is not None and not principal_named(request, session.name).allows(CONSOLE_SCOPE):
+            session = None  # the login refuses such keys; every page refuses their sessions as well
     request.state.console_session = session
     return session
 
