@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import SyncbusError
 from ..state import DeadLetter, Store
-from ..state.models import REASONS, STATUSES
+from ..state.models import REASONS, STATUSES, storable
 from ..units import parse_duration
 
 MAX_NAME = 200      # route and sink names
@@ -49,7 +49,10 @@ def parse_time(text: str, label: str = "--since", now: datetime | None = None) -
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise FilterError(f"{label} {text!r}: expected an ISO date/time or a duration ago such as 2h") from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+    try:  # 0001-01-01T00:00+01:00 is a valid ISO time that is no time in UTC
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except OverflowError:
+        raise FilterError(f"{label} {text!r}: out of the range of dates") from None
 
 
 def _name(value: str | None, label: str, limit: int) -> str | None:
@@ -109,7 +112,7 @@ class DeadLetterFilter:
             sink=_name(sink, names["sink"], MAX_NAME),
             since=parse_time(since_text, names["since"], now) if since_text else None,
             until=parse_time(until_text, names["until"], now) if until_text else None,
-            key=key_value,
+            key=storable(key_value),  # a key is stored so (a NUL becomes \\x00): searched so too
             text=text_value,
         )
         if parsed.since and parsed.until and parsed.until <= parsed.since:

@@ -12,6 +12,8 @@ from ..state import Store, StoreError
 
 
 def load_trace(store: Store, some_id: str) -> dict[str, Any] | None:
+    if not some_id.isprintable():  # no id holds control characters (and PostgreSQL refuses NUL in a query)
+        return None
     record_id = some_id
     if some_id.startswith("dl-"):
         try:

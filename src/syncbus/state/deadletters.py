@@ -28,7 +28,18 @@ from sqlalchemy.exc import IntegrityError
 from . import crypto  # issue 12: payloads encrypted at rest (SYNCBUS_DATA_KEYS); legacy rows pass through
 from .db import Database, StoreError
 from .deadletter_search import NEWEST_FIRST, matching_ids
-from .models import OPEN_STATUSES, REASONS, STATUSES, TRANSITIONS, AuditEntry, DeadLetter, as_utc, encode_value, utcnow
+from .models import (
+    OPEN_STATUSES,
+    REASONS,
+    STATUSES,
+    TRANSITIONS,
+    AuditEntry,
+    DeadLetter,
+    as_utc,
+    encode_value,
+    storable,
+    utcnow,
+)
 from .tables import dead_letters, dlq_audit
 
 SYSTEM_ACTOR = "system"
@@ -109,7 +120,7 @@ class DeadLetterStore(Database):
         if existing is not None:
             conn.execute(update(dead_letters).where(dead_letters.c.id == existing.id).values(
                 attempts=dead_letters.c.attempts + dl.attempts, last_failed_at=dl.last_failed_at,
-                error=dl.error, reason=dl.reason, mapping_version=dl.mapping_version))
+                error=storable(dl.error), reason=dl.reason, mapping_version=dl.mapping_version))
             return str(existing.id)
         if dl.replay_of:
             # The replay's own letter is done: the record was replayed and failed again.
@@ -119,12 +130,12 @@ class DeadLetterStore(Database):
                 conn.execute(update(dead_letters).where(dead_letters.c.id == dl.replay_of).values(
                     status="replayed", status_at=now))
         conn.execute(insert(dead_letters).values(
-            id=dl.id, route=dl.route, reason=dl.reason, error=dl.error, attempts=dl.attempts,
+            id=dl.id, route=dl.route, reason=dl.reason, error=storable(dl.error), attempts=dl.attempts,
             first_failed_at=dl.first_failed_at, last_failed_at=dl.last_failed_at, status="pending",
             status_at=now, mapping_version=dl.mapping_version, sink=dl.sink, record_id=dl.record_id,
-            topic=dl.topic, partition=dl.partition, offset=dl.offset, key=dl.key,
+            topic=dl.topic, partition=dl.partition, offset=dl.offset, key=storable(dl.key),
             value=crypto.seal(dl.value),  # issue 12
-            headers=dict(dl.headers), replay_of=dl.replay_of))
+            headers={storable(k): storable(v) for k, v in dl.headers.items()}, replay_of=dl.replay_of))
         return dl.id
 
     # -- reading ---------------------------------------------------------------
@@ -353,9 +364,10 @@ class DeadLetterStore(Database):
     def _audit(conn: Connection, ids: Sequence[str], action: str, actor: str, reason: str,
                details: dict[str, Any]) -> None:
         at = utcnow()
+        actor, reason = storable(actor) or "unknown", storable(reason) or ""
         conn.execute(insert(dlq_audit), [
-            {"dead_letter_id": i, "action": action, "actor": actor or "unknown", "reason": reason or "",
-             "at": at, "details": details} for i in ids])
+            {"dead_letter_id": i, "action": action, "actor": actor, "reason": reason, "at": at, "details": details}
+            for i in ids])
 
     def audit(self, id: str | None = None, limit: int | None = None, *, since: datetime | None = None,
               actor: str | None = None, action: str | None = None) -> builtins.list[AuditEntry]:

@@ -39,6 +39,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def storable(text: str | None) -> str | None:
+    """Text as every store can keep it: PostgreSQL refuses NUL in text columns, so a NUL (from a record's key,
+    a target's error body, a typed reason) is kept as the four characters ``\\x00`` -- on SQLite too, so
+    the same letter reads and filters the same on both."""
+    return text.replace("\x00", "\\x00") if text is not None and "\x00" in text else text
+
+
 def as_utc(dt: datetime) -> datetime:
     """Naive datetimes are taken as UTC (that is how the store writes them)."""
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
