@@ -144,26 +144,77 @@ def resolve_paths(settings: Any) -> Any:
 
 
 class NoState(SyncbusError):
-    """A read-only command was pointed at a store or bus that does not exist (wrong --config-dir)."""
+    """A read-only command was pointed at a store or bus that does not exist (wrong --config-dir or --store)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        super().__init__(f"no syncbus state at {path}: is --config-dir right?")
+    def __init__(self, where: Path | str, option: str = "--config-dir") -> None:
+        self.path = where
+        super().__init__(f"no syncbus state at {where}: is {option} right?")
+
+
+def _database_has_state(store_url: str) -> bool:
+    """Whether a server database (PostgreSQL, ...) holds syncbus's tables; looks only, creates nothing.
+
+    A database that does not exist at all holds no state either (PostgreSQL answers
+    SQLSTATE 3D000); an unreachable server is still an error of its own.
+    """
+    from ..state.db import Database, StoreError
+
+    try:
+        db = Database(store_url, create=False)
+    except StoreError:
+        return True  # a bad URL or a missing driver: Store() reports it as it always did
+    try:
+        return db.has_state()
+    except StoreError as exc:
+        orig = getattr(exc.__cause__, "orig", None)
+        if getattr(orig, "sqlstate", None) == "3D000":  # invalid_catalog_name: no such database
+            return False
+        raise
+    finally:
+        db.close()
 
 
 def require_state(settings: Any, *, bus: bool = False) -> None:
-    """Refuse to open a store (and, with ``bus``, an embedded bus) file that is not there.
+    """Refuse to open a store (and, with ``bus``, an embedded bus) that is not there.
 
-    Opening creates the file, so without this check a wrong --config-dir
-    answers "no dead letters" instead of saying it looked in the wrong place.
-    Only ``syncbus run`` creates state.
+    Opening creates the SQLite file -- and on PostgreSQL the whole schema -- so
+    without this check a wrong --config-dir or --store answers "no dead letters"
+    instead of saying it looked in the wrong place (and leaves syncbus tables in
+    someone else's database). Only ``syncbus run`` creates state.
     """
-    db = _sqlite_file(settings.resolved_store_url())
+    store_url = settings.resolved_store_url()
+    db = _sqlite_file(store_url)
     if db is not None and not db.exists():
         raise NoState(db)
+    if not _is_sqlite(store_url) and not _database_has_state(store_url):
+        raise NoState(_safe_url(store_url), "--store")
     target = _embedded_target(settings.bus_url) if bus else None
     if target is not None and not Path(target).exists():
         raise NoState(Path(target))
+
+
+def _is_sqlite(store_url: str) -> bool:
+    """SQLite in any form (in-memory ones too): ``_sqlite_file`` covers the files that can be missing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(store_url).get_backend_name() == "sqlite"
+    except ArgumentError:
+        return True  # not a URL at all: Store() reports it, there is no database to look into
+
+
+def _safe_url(store_url: str) -> str:
+    """The store URL without its password, for the refusal message."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from ..state.db import normalize_url
+
+    try:
+        return make_url(normalize_url(store_url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "?"
 
 
 def _store(config_dir: Path | None, bus: str | None, store: str | None) -> Any:

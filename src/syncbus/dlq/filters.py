@@ -49,10 +49,13 @@ def parse_time(text: str, label: str = "--since", now: datetime | None = None) -
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise FilterError(f"{label} {text!r}: expected an ISO date/time or a duration ago such as 2h") from None
-    try:  # 0001-01-01T00:00+01:00 is a valid ISO time that is no time in UTC
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    try:  # 0001-01-01T00:00+01:00 is a valid ISO time that is no time in UTC (where the store compares)
+        dt.astimezone(UTC)
     except OverflowError:
         raise FilterError(f"{label} {text!r}: out of the range of dates") from None
+    return dt
 
 
 def _name(value: str | None, label: str, limit: int) -> str | None:

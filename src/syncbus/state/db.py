@@ -21,20 +21,36 @@ On PostgreSQL the same check-then-write sequences take row locks
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import BigInteger, Engine, bindparam, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
 
 from ..errors import SyncbusError
 from .tables import metadata
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_S = 10.0
 SCHEMA_LOCK_KEY = 0x53594E43  # "SYNC": the advisory lock creating the tables
+# The table every syncbus store has had since the first one: its presence says "this is a store".
+STATE_MARKER_TABLE = "dead_letters"
+
+# The autoincrement keys (and the sequences behind them) of a PostgreSQL store, with their types.
+# pg_get_serial_sequence finds the sequence of a SERIAL or an identity column alike.
+_SEQ_TYPES = text("""
+    SELECT c.table_name, c.column_name, c.data_type AS column_type,
+           format_type(s.seqtypid, NULL) AS sequence_type, s.seqrelid::regclass::text AS sequence
+    FROM information_schema.columns c
+    LEFT JOIN pg_sequence s
+      ON s.seqrelid = pg_get_serial_sequence(format('%I.%I', c.table_schema, c.table_name), c.column_name)::regclass
+    WHERE c.table_schema = current_schema() AND c.table_name IN :tables
+""").bindparams(bindparam("tables", expanding=True))
 
 
 class StoreError(SyncbusError):
@@ -64,7 +80,8 @@ def normalize_url(url: str) -> str:
 class Database:
     """Engines and transactions; the store's parts (dead letters, trace, ...) build on this."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open the store; ``create=False`` touches nothing (to look at a database that may not be a store)."""
         self.url = url
         try:
             parsed = make_url(normalize_url(url))
@@ -84,7 +101,8 @@ class Database:
                 self._trace_engine = self._engine
             self._write_engine = self._engine.execution_options(syncbus_immediate=True)
             self._trace_write_engine = self._trace_engine.execution_options(syncbus_immediate=True)
-            self._create_tables()
+            if create:
+                self._create_tables()
         except (SQLAlchemyError, OSError, ImportError) as e:
             raise StoreError(f"store {self.safe_url()}: cannot open: {e}") from e
 
@@ -99,6 +117,46 @@ class Database:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
             metadata.create_all(conn)
+            if self.dialect == "postgresql":
+                self._widen_seq_columns(conn)
+
+    def _widen_seq_columns(self, conn: Connection) -> None:
+        """Make the ``seq`` keys of a store created with 32-bit SERIAL columns 64-bit, once.
+
+        ``create_all`` never changes an existing table, and an ``integer`` key (or
+        its ``integer`` sequence: its own type caps it too) makes every insert fail
+        after 2^31 rows ever written -- trace stops, audited dead-letter actions
+        fail. It runs under the caller's advisory lock, so when several nodes open
+        the store together one of them upgrades (and logs it) and the others find
+        ``bigint`` already. DDL is transactional on PostgreSQL: a failure leaves the
+        old types, and the next open tries again.
+        """
+        wanted = {(t.name, col.name) for t in metadata.sorted_tables
+                  if (col := t.autoincrement_column) is not None
+                  and isinstance(col.type.dialect_impl(conn.dialect), BigInteger)}
+        if not wanted:
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        rows = conn.execute(_SEQ_TYPES, {"tables": sorted({t for t, _ in wanted})}).all()
+        for table, column, column_type, sequence_type, sequence in rows:
+            if (table, column) not in wanted or "integer" not in (column_type, sequence_type):
+                continue
+            log.warning("state store %s: widening %s.%s from a 32-bit integer to bigint (it would stop "
+                        "accepting rows after 2^31); this rewrites the table once", self.safe_url(), table, column)
+            if column_type == "integer":
+                conn.execute(text(f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(column)} TYPE bigint"))
+            if sequence and sequence_type == "integer":
+                conn.execute(text(f"ALTER SEQUENCE {sequence} AS bigint"))
+
+    def has_state(self) -> bool:
+        """Whether the database holds a syncbus store (its tables), without creating anything.
+
+        Read-only commands ask this before opening a store with ``create=True``: an
+        empty PostgreSQL database would otherwise get the whole schema and answer
+        "nothing here" instead of saying it is the wrong database.
+        """
+        with self._tx() as conn:
+            return inspect(conn).has_table(STATE_MARKER_TABLE)
 
     def safe_url(self) -> str:
         """The URL without its password, for messages."""

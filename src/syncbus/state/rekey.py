@@ -7,8 +7,14 @@ run nothing in the store is readable without a key.
 
 It runs beside live nodes: rows are re-sealed in small transactions, and a dead letter is
 only replaced if its value is still the one that was read (compare-and-set), so an edit
-made meanwhile is never overwritten. Audit and trace rows are append-only. In the embedded
-bus, sealed records are re-sealed, and plaintext ones sealed only with ``--encrypt-bus``.
+made meanwhile is never overwritten. Audit and trace rows are append-only; shadow samples
+(``shadow report --examples``) are deleted and re-inserted under a new ``seq``, never changed
+in place, so a row updated by its ``seq`` still holds what was read. In the embedded bus,
+sealed records are re-sealed, and plaintext ones sealed only with ``--encrypt-bus``.
+
+Every sealed column of the store is here: ``dead_letters.value``, ``dlq_audit.details``
+(edits), ``trace_events.detail`` and ``shadow_samples.detail``. A column sealed anywhere
+else must be added to :func:`rotate_store`, or removing the old key makes it unreadable.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from sqlalchemy import select, update
 from .crypto import JSON_TAG, Codec, CryptoError
 from .db import Database
 from .tables import dead_letters, dlq_audit, trace_events
+from .versions import shadow_samples
 
 BATCH = 500
 
@@ -74,7 +81,12 @@ def _rotate_dead_letters(db: Database, codec: Codec, current: str, report: Rotat
 
 def _rotate_json(db: Database, codec: Codec, current: str, report: RotationReport, table: Any, column: str,
                  wanted: Callable[[Any], bool]) -> None:
-    """Re-seal a JSON column of an append-only table (rows chosen by ``wanted``), by ``seq`` in batches."""
+    """Re-seal a JSON column (plaintext rows chosen by ``wanted``), by ``seq`` in batches.
+
+    The table's rows must never change in place (append-only, or replaced under a new
+    ``seq``): the update matches the ``seq`` only -- JSON columns have no equality on
+    PostgreSQL to compare-and-set with. A row deleted meanwhile is not counted.
+    """
     col = table.c[column]
     last = 0
     while True:
@@ -91,14 +103,15 @@ def _rotate_json(db: Database, codec: Codec, current: str, report: RotationRepor
             if kid == current or (kid is None and not wanted(row)):
                 continue
             changes.append((row.seq, codec.seal_json(codec.open_json(value))))
+        resealed = 0
         with db._tx(write=True) as conn:
             for seq, sealed in changes:
-                conn.execute(update(table).where(table.c.seq == seq).values({column: sealed}))
-        report.add(table.name, len(changes), len(rows) - len(changes))
+                resealed += conn.execute(update(table).where(table.c.seq == seq).values({column: sealed})).rowcount
+        report.add(table.name, resealed, len(rows) - len(changes))
 
 
 def rotate_store(store_url: str, codec: Codec) -> RotationReport:
-    """Re-seal dead letters, the payloads in their audit (edits) and trace details with the current key."""
+    """Re-seal dead letters, the payloads in their audit (edits), trace details and shadow samples."""
     if codec.keyring is None:
         raise CryptoError("syncbus keys rotate needs SYNCBUS_DATA_KEYS (the first key is the one to seal with)")
     current = codec.keyring.current
@@ -108,6 +121,7 @@ def rotate_store(store_url: str, codec: Codec) -> RotationReport:
         _rotate_dead_letters(db, codec, current, report)
         _rotate_json(db, codec, current, report, dlq_audit, "details", lambda row: row.action == "edit")
         _rotate_json(db, codec, current, report, trace_events, "detail", lambda row: True)
+        _rotate_json(db, codec, current, report, shadow_samples, "detail", lambda row: True)
     finally:
         db.close()
     return report

@@ -29,6 +29,14 @@ from .models import as_utc
 
 metadata = MetaData()
 
+# The type of every autoincrement ``seq`` key. 64-bit on PostgreSQL: a 32-bit SERIAL stops
+# every insert after 2^31 rows *ever* written (deleted rows do not give numbers back), and
+# trace events alone reach that in weeks on a busy node. SQLite keeps INTEGER: only an
+# ``INTEGER PRIMARY KEY`` is the rowid alias that numbers itself (and it is 64-bit there
+# already); a BIGINT key on SQLite is a plain column that stays NULL. Stores created
+# before are upgraded in place when opened (``db.Database._widen_seq_columns``).
+SEQ = BigInteger().with_variant(Integer(), "sqlite")
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
@@ -87,7 +95,7 @@ Index("uq_dead_letters_pending", dead_letters.c.route, dead_letters.c.record_id,
 
 dlq_audit = Table(
     "dlq_audit", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
     Column("dead_letter_id", String(64), nullable=False, index=True),
     Column("action", String(20), nullable=False),
     Column("actor", String(200), nullable=False),
@@ -98,7 +106,7 @@ dlq_audit = Table(
 
 trace_events = Table(
     "trace_events", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
     Column("record_id", String(200), nullable=False),
     Column("route", String(200)),
     Column("stage", String(20), nullable=False),

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from . import crypto
 from .db import Database, StoreError
 from .models import as_utc, utcnow
-from .tables import UTCDateTime, metadata
+from .tables import SEQ, UTCDateTime, metadata
 
 mapping_versions = Table(
     "mapping_versions", metadata,
@@ -44,7 +44,7 @@ mapping_versions = Table(
 
 change_audit = Table(
     "change_audit", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
     Column("route", String(200), nullable=False, index=True),
     Column("action", String(20), nullable=False),       # promote | rollback
     Column("actor", String(200), nullable=False),
@@ -73,7 +73,7 @@ shadow_results = Table(
 
 shadow_samples = Table(
     "shadow_samples", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", SEQ, primary_key=True, autoincrement=True),
     Column("shadow", String(200), nullable=False),
     Column("live_route", String(200), nullable=False),
     Column("shadow_version", Integer, nullable=False),
