@@ -13,7 +13,7 @@ import pytest
 
 from syncbus.ingress.security.ipfilter import AddressList, AddressListError, ForwardedForError, client_address
 from syncbus.ingress.security.jwt import JwtConfigError, JwtVerifier, TokenRejected, looks_like_jwt
-from syncbus.ingress.security.masking import MASK, UNREADABLE, Masker, mask_document
+from syncbus.ingress.security.masking import HIDDEN_TEXT, MASK, UNREADABLE, Masker, mask_document
 from syncbus.ingress.security.ratelimit import KeyedLimiter, RateBucket
 from syncbus.ingress.security.scopes import (
     Principal,
@@ -22,7 +22,7 @@ from syncbus.ingress.security.scopes import (
     scope_for_request,
     scopes_of,
 )
-from syncbus.state.models import encode_value
+from syncbus.state.models import DeadLetter, encode_value
 from tests.security.jwks import AUDIENCE, ISSUER, TestIdp
 
 # -- scopes ---------------------------------------------------------------------------------------
@@ -140,6 +140,35 @@ def test_masking_a_dead_letter_document_with_its_edit_audit() -> None:
             "total": 1}
     text = json.dumps(mask_document(masker, page))
     assert "13812345678" not in text and "13987654321" not in text and MASK in text and '"total": 1' in text
+
+
+def test_scrubbing_free_text_of_the_records_masked_values() -> None:
+    masker = Masker.from_text("customer.phone,id_card,lines.serial")
+    value = orjson.dumps({"customer": {"phone": "13812345678", "name": "王芳"}, "id_card": 110101199001011234,
+                          "lines": [{"serial": "SN-77"}, {"serial": "SN-78"}]})
+    assert sorted(masker.secrets(value) or []) == ["110101199001011234", "13812345678", "SN-77", "SN-78"]
+    error = "HTTP 422: {'TEL': '13812345678', 'ID': 110101199001011234, 'serials': ['SN-77', 'SN-78'], 'n': '王芳'}"
+    assert masker.scrub(error, value) == \
+        "HTTP 422: {'TEL': '****', 'ID': ****, 'serials': ['****', '****'], 'n': '王芳'}"
+    xml = b'<order><customer phone="13812345678"><name>Li</name></customer><id_card>X1</id_card></order>'
+    assert masker.scrub("bad phone=13812345678 id X1", xml, "application/xml") == "bad phone=**** id ****"
+    assert masker.scrub("anything at all", b"not json nor xml") == HIDDEN_TEXT   # unreadable: hidden whole
+    escaped = orjson.dumps({"customer": {"phone": "电话 138"}})
+    assert masker.scrub('{"TEL": "\\u7535\\u8bdd 138"}', escaped) == '{"TEL": "****"}'  # JSON-escaped form
+
+
+def test_a_masked_trace_hides_errors_it_cannot_scrub() -> None:
+    masker = Masker.from_text("customer.phone")
+    view = {"record_id": "r1", "events": [
+        {"stage": "attempt", "detail": {"sink": "erp", "error": "HTTP 422: phone 13812345678"}},
+        {"stage": "mapped", "detail": {"key": "SO-1", "targets": ["erp"]}}]}
+    letter = DeadLetter(route="r", reason="delivery", error="e", record_id="r1", topic="t",
+                        value=b'{"customer": {"phone": "13812345678"}}', headers={"content-type": "application/json"})
+    scrubbed = masker.trace(view, [letter])
+    assert scrubbed["events"][0]["detail"]["error"] == "HTTP 422: phone ****"
+    assert scrubbed["events"][1]["detail"] == {"key": "SO-1", "targets": ["erp"]}
+    blind = masker.trace(view, [])          # no dead letter: the record's values are unknown here
+    assert blind["events"][0]["detail"]["error"] == HIDDEN_TEXT and blind["events"][0]["detail"]["sink"] == "erp"
 
 
 # -- rate limits ----------------------------------------------------------------------------------

@@ -67,9 +67,13 @@ async def dead_letters(request: Request, limit: int = 50, offset: int = 0) -> Re
     raw: dict[str, str | None] = {k: request.query_params.get(k) or "" for k in FIELDS}
     limit = min(max(limit, 1), 200)
     error = ""
+    masker = masker_for(request, principal_named(request, session.name))
     try:
         flt = DeadLetterFilter.from_mapping(raw)
-        page = await asyncio.to_thread(list_page, runtime(request).store, flt, limit, offset)
+        page = await asyncio.to_thread(list_page, runtime(request).store, flt, limit, offset,
+                                       masker.search_view if masker is not None else None)
+        if masker is not None:  # the list shows errors: scrubbed like the letter's own page
+            page = dataclasses.replace(page, items=[masker.letter(dl) for dl in page.items])
     except FilterError as exc:
         error, flt, page = str(exc), DeadLetterFilter(), Page([], 0, offset, limit)
 
@@ -100,10 +104,10 @@ async def dead_letter(request: Request, dl_id: str) -> Response:
     masker = masker_for(request, principal)
     if masker is not None:  # a read-only key sees personal-data fields masked, here as in the API
         content_type = dl.headers.get("content-type")
-        dl = dataclasses.replace(dl, value=masker.mask_payload(dl.value, content_type))
+        dl = masker.letter(dl)
         audit = [dataclasses.replace(a, details=masker.audit_entry({"details": a.details}, content_type)["details"])
                  for a in audit]
-    view = await asyncio.to_thread(load_trace, rt.store, dl.record_id)
+    view = await asyncio.to_thread(load_trace, rt.store, dl.record_id, masker)
     events = [e for e in (view or {}).get("events", []) if e["route"] in (None, dl.route)]
     versions = mapping_versions(rt.project)
     blocker = None

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from ..dlq.filters import FilterError, parse_time
 from ..dlq.operations import ACTIONS, list_audit
 from ..dlq.trace_view import load_trace
+from ..ingress.security import masker_for, principal_named
 from ..units import parse_duration
 from .format import at, details, seconds, when
 from .metrics_view import route_rows
@@ -67,7 +68,8 @@ async def trace(request: Request) -> Response:
     if session is None:
         return to_login(request)
     query = (request.query_params.get("id") or "").strip()[:200]
-    view = await asyncio.to_thread(load_trace, runtime(request).store, query) if query else None
+    masker = masker_for(request, principal_named(request, session.name))  # as the API shows it to this key
+    view = await asyncio.to_thread(load_trace, runtime(request).store, query, masker) if query else None
     return render(request, "trace.html", session=session, nav="trace", query=query, view=view, details=details, at=at)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import SyncbusError
 from ..state import DeadLetter, Store
+from ..state.deadletter_search import SearchView
 from ..state.models import REASONS, STATUSES, storable
 from ..units import parse_duration
 
@@ -195,9 +196,11 @@ def check_paging(limit: int, offset: int, max_limit: int = MAX_PAGE) -> None:
         raise FilterError("offset must be from 0 to 1000000000")
 
 
-def list_page(store: Store, flt: DeadLetterFilter, limit: int = 100, offset: int = 0) -> Page:
-    """Newest failure first, with the total for "showing x-y of N"."""
+def list_page(store: Store, flt: DeadLetterFilter, limit: int = 100, offset: int = 0,
+              view: SearchView | None = None) -> Page:
+    """Newest failure first, with the total for "showing x-y of N"; ``view``: what the caller may search in
+    (a read-only key: the masked payload, see ``masking.Masker.search_view``)."""
     check_paging(limit, offset)
-    items = store.list(limit=limit, offset=offset, **flt.store_args())
-    total = store.count(**flt.store_args())
+    items = store.list(limit=limit, offset=offset, view=view, **flt.store_args())
+    total = store.count(view=view, **flt.store_args())
     return Page(items, total, offset, limit)

@@ -6,12 +6,16 @@ dead letter) and summarises the outcome per route.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..state import Store, StoreError
 
+if TYPE_CHECKING:
+    from ..ingress.security.masking import Masker
 
-def load_trace(store: Store, some_id: str) -> dict[str, Any] | None:
+
+def load_trace(store: Store, some_id: str, masker: Masker | None = None) -> dict[str, Any] | None:
+    """The trace view; ``masker``: as a read-only key sees it (texts that may quote the record scrubbed)."""
     if not some_id.isprintable():  # no id holds control characters (and PostgreSQL refuses NUL in a query)
         return None
     record_id = some_id
@@ -32,4 +36,7 @@ def load_trace(store: Store, some_id: str) -> dict[str, Any] | None:
     for ev in events:
         if ev.route and ev.stage in ("delivered", "dead_lettered", "skipped", "replayed"):
             outcome[ev.route] = ev.stage
-    return {"record_id": record_id, "outcome": outcome, "events": [e.to_json() for e in events]}
+    view = {"record_id": record_id, "outcome": outcome, "events": [e.to_json() for e in events]}
+    if masker:
+        view = masker.trace(view, store.letters_of_record(record_id))
+    return view

@@ -34,6 +34,7 @@ from ..errors import SyncbusError
 from ..state import DeadLetterConflict, DeadLetterNotFound
 from .auth import authenticate_admin
 from .errors import HttpError
+from .security import masker_for
 
 router = APIRouter()
 FORCE_HINT = '"force": true'
@@ -135,7 +136,9 @@ async def list_dead_letters(request: Request, route: str | None = None, status: 
     try:
         flt = DeadLetterFilter.parse(route=route, status=status, reason=reason, sink=sink, since=since,
                                      until=until, key=key, text=text)
-        page = await asyncio.to_thread(list_page, store, flt, min(limit, 1000), offset)
+        masker = masker_for(request)  # a read-only key searches only what it may see (the answer is masked too)
+        page = await asyncio.to_thread(list_page, store, flt, min(limit, 1000), offset,
+                                       masker.search_view if masker is not None else None)
     except FilterError as exc:
         raise HttpError(400, "bad_request", str(exc)) from None
     return JSONResponse(page.to_json())
@@ -241,7 +244,7 @@ async def trace(request: Request, record_id: str) -> JSONResponse:
     from ..dlq.trace_view import load_trace
 
     store = request.app.state.runtime.store
-    view = await asyncio.to_thread(load_trace, store, record_id)
+    view = await asyncio.to_thread(load_trace, store, record_id, masker_for(request))
     if view is None:
         raise HttpError(404, "not_found", f"no trace for {record_id!r}")
     return JSONResponse(view)

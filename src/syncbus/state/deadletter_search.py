@@ -14,6 +14,7 @@ SQLite, exact on PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import LargeBinary, Text, cast, literal, or_, select, type_coerce
@@ -24,6 +25,8 @@ from .crypto import MAGIC, Codec
 from .tables import dead_letters
 
 NEWEST_FIRST = (dead_letters.c.last_failed_at.desc(), dead_letters.c.id.desc())
+# (plaintext payload, content type, error) -> what the searching caller may see of them
+SearchView = Callable[[bytes, str | None, str], tuple[bytes, str]]
 
 
 # Not the usual backslash: PostgreSQL reads the ESCAPE of a bytea LIKE as a bytea literal, where a lone
@@ -53,16 +56,26 @@ def _contains(haystack: bytes, needle: bytes, sqlite: bool) -> bool:
     return needle.lower() in haystack.lower() if sqlite else needle in haystack  # bytes.lower(): ASCII only
 
 
-def matching_ids(conn: Connection, conds: list[Any], text: str, sqlite: bool) -> list[str]:
-    """Ids of the letters that pass ``conds`` and contain ``text`` in payload or error, newest failure first."""
+def matching_ids(conn: Connection, conds: list[Any], text: str, sqlite: bool,
+                 view: SearchView | None = None) -> list[str]:
+    """Ids of the letters that pass ``conds`` and contain ``text`` in payload or error, newest failure first.
+
+    ``view``: what the caller may see of a letter (a read-only key: the payload masked, the error scrubbed);
+    then every candidate is matched on that view alone, so a search cannot reveal what the view hides.
+    """
     needle = text.encode("utf-8")
-    query = select(dead_letters.c.id, dead_letters.c.value, dead_letters.c.error).where(
+    query = select(dead_letters.c.id, dead_letters.c.value, dead_letters.c.error, dead_letters.c.headers).where(
         *conds, candidates(text, sqlite)).order_by(*NEWEST_FIRST)
     ids: list[str] = []
     for row in conn.execute(query):
-        value = bytes(row.value)
-        if Codec.is_sealed(value) and not (_contains((row.error or "").encode("utf-8"), needle, sqlite)
-                                           or _contains(crypto.open(value), needle, sqlite)):
+        value, error = bytes(row.value), row.error or ""
+        if view is not None:
+            ctype = (row.headers or {}).get("content-type")
+            seen_value, seen_error = view(crypto.open(value), ctype if isinstance(ctype, str) else None, error)
+            if not (_contains(seen_error.encode("utf-8"), needle, sqlite) or _contains(seen_value, needle, sqlite)):
+                continue
+        elif Codec.is_sealed(value) and not (_contains(error.encode("utf-8"), needle, sqlite)
+                                             or _contains(crypto.open(value), needle, sqlite)):
             continue
         ids.append(str(row.id))
     return ids

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import crypto  # issue 12: payloads encrypted at rest (SYNCBUS_DATA_KEYS); legacy rows pass through
 from .db import Database, StoreError
-from .deadletter_search import NEWEST_FIRST, matching_ids
+from .deadletter_search import NEWEST_FIRST, SearchView, matching_ids
 from .models import (
     OPEN_STATUSES,
     REASONS,
@@ -149,14 +149,15 @@ class DeadLetterStore(Database):
 
     def list(self, route: str | None = None, status: str | None = None, since: datetime | None = None,
              limit: int = 100, offset: int = 0, *, reason: str | None = None, sink: str | None = None,
-             until: datetime | None = None, key: str | None = None,
-             text: str | None = None) -> builtins.list[DeadLetter]:
+             until: datetime | None = None, key: str | None = None, text: str | None = None,
+             view: SearchView | None = None) -> builtins.list[DeadLetter]:
         """Newest failure first; ``since``/``until`` filter on the last failure time, ``text`` searches payload
-        and error (encrypted payloads too: ``deadletter_search.py``)."""
+        and error (encrypted payloads too, and only what ``view`` shows: ``deadletter_search.py``)."""
         conds = self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key)
         with self._tx() as conn:
             if text:
-                page = matching_ids(conn, conds, text, self.is_sqlite)[max(0, offset):max(0, offset) + max(0, limit)]
+                ids = matching_ids(conn, conds, text, self.is_sqlite, view)
+                page = ids[max(0, offset):max(0, offset) + max(0, limit)]
                 rows = {r.id: r for chunk in _chunks(page)
                         for r in conn.execute(select(dead_letters).where(dead_letters.c.id.in_(chunk)))}
                 return [row_to_dead_letter(rows[i]) for i in page if i in rows]
@@ -166,13 +167,19 @@ class DeadLetterStore(Database):
 
     def count(self, route: str | None = None, status: str | None = None, since: datetime | None = None, *,
               reason: str | None = None, sink: str | None = None, until: datetime | None = None,
-              key: str | None = None, text: str | None = None) -> int:
+              key: str | None = None, text: str | None = None, view: SearchView | None = None) -> int:
         """How many ``list`` would return without a limit (for paging)."""
         conds = self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key)
         with self._tx() as conn:
             if text:
-                return len(matching_ids(conn, conds, text, self.is_sqlite))
+                return len(matching_ids(conn, conds, text, self.is_sqlite, view))
             return int(conn.execute(select(func.count()).select_from(dead_letters).where(*conds)).scalar_one())
+
+    def letters_of_record(self, record_id: str) -> builtins.list[DeadLetter]:
+        """Every dead letter of one record (any route, any status): what a masked trace needs to know."""
+        with self._tx() as conn:
+            return [row_to_dead_letter(r) for r in conn.execute(
+                select(dead_letters).where(dead_letters.c.record_id == record_id))]
 
     def _filters(self, route: str | None, status: str | None, since: datetime | None, *, reason: str | None = None,
                  sink: str | None = None, until: datetime | None = None,

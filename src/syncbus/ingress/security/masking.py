@@ -17,18 +17,21 @@ where the personal data is, none of it is shown (fail closed).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from ...errors import SyncbusError
 from ...formats import make_codec
-from ...state.models import decode_value, encode_value
+from ...state.models import DeadLetter, decode_value, encode_value
 
 MASK = "****"
 UNREADABLE = b"[masked: the payload is not JSON or XML, so it is hidden whole]"
+HIDDEN_TEXT = "[masked: this text may quote a payload that is not JSON or XML, so it is hidden whole]"
+MIN_SECRET = 2   # a one-character value would blank out every error text
 MAX_PATHS = 200
 
 
@@ -112,6 +115,67 @@ class Masker:
             return UNREADABLE.decode(), "utf-8"
         return encode_value(self.mask_payload(raw, content_type))
 
+    # -- free text that may quote the record (error texts, trace details) ---------------------
+
+    def secrets(self, value: bytes, content_type: str | None = None) -> list[str] | None:
+        """The record's values under the masked fields, as text; None when the payload cannot be read."""
+        kind = _kind(value, content_type)
+        found: list[str] = []
+        try:
+            if kind == "json":
+                doc = orjson.loads(value)
+                for path in self.paths:
+                    _collect_path(doc, path, found)
+                return found
+            if kind == "xml":
+                _collect_names(make_codec("xml").decode(value), self.names, found)
+                return found
+        except (SyncbusError, ValueError, TypeError):
+            pass
+        return None
+
+    def scrub(self, text: str, value: bytes, content_type: str | None = None) -> str:
+        """``text`` (an error, a trace detail) with every masked value of the record replaced by ``****``.
+
+        A target's error body or a mapping error may quote the record; for a
+        payload that cannot be read the text is hidden whole (fail closed).
+        """
+        return scrub(text, self.secrets(value, content_type)) if self else text
+
+    def letter(self, dl: DeadLetter) -> DeadLetter:
+        """A dead letter as a read-only key sees it: the value masked, the error scrubbed of masked values."""
+        if not self:
+            return dl
+        ctype = dl.headers.get("content-type")
+        return replace(dl, value=self.mask_payload(dl.value, ctype), error=self.scrub(dl.error or "", dl.value, ctype))
+
+    def search_view(self, value: bytes, content_type: str | None, error: str) -> tuple[bytes, str]:
+        """What a text search by a read-only key looks in: the masked payload and the scrubbed error, so a search
+        can never tell whether a masked field holds a value (13812… found or not)."""
+        return self.mask_payload(value, content_type), self.scrub(error, value, content_type)
+
+    def trace(self, view: dict[str, Any], letters: list[DeadLetter]) -> dict[str, Any]:
+        """A record's trace (``dlq/trace_view.py``) as a read-only key sees it: every text in the events
+        scrubbed of the record's masked values, known from its dead letters; without one, an attempt's
+        error (which may quote the record) is hidden."""
+        found: list[str] | None = []
+        for dl in letters:
+            more = self.secrets(dl.value, dl.headers.get("content-type"))
+            found = None if more is None or found is None else found + more
+        if not letters:
+            found = None
+
+        def clean(key: str, value: Any) -> Any:
+            if isinstance(value, str):
+                return scrub(value, found) if found is not None or key == "error" else value
+            if isinstance(value, dict):
+                return {k: clean(k, v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(key, v) for v in value]
+            return value
+
+        return {**view, "events": [{**ev, "detail": clean("", ev.get("detail"))} for ev in view.get("events", [])]}
+
     def dead_letter(self, letter: Any) -> Any:
         """A dead letter's JSON (``DeadLetter.to_json``, with its ``audit`` if present), or a page of them, masked.
 
@@ -129,6 +193,61 @@ class Masker:
                 details[side], details[f"{side}_encoding"] = self.mask_text(
                     details[side], details.get(f"{side}_encoding", "utf-8"), content_type)
         return {**entry, "details": details}
+
+
+def scrub(text: str, secrets: list[str] | None) -> str:
+    """``text`` with each secret (in each form it may take there) replaced by ``****``; None: hidden whole."""
+    if not text:
+        return text
+    if secrets is None:
+        return HIDDEN_TEXT
+    for secret in sorted({f for s in secrets for f in _forms(s)}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _forms(secret: str) -> list[str]:
+    """The ways a value shows in an error text: as it is, JSON-escaped (non-ASCII as \\uXXXX), repr'd."""
+    if len(secret) < MIN_SECRET:
+        return []
+    forms = {secret, orjson.dumps(secret).decode()[1:-1], json.dumps(secret)[1:-1], repr(secret)[1:-1]}
+    return [f for f in forms if len(f) >= MIN_SECRET]
+
+
+def _leaves(value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
+        for v in value.values():
+            _leaves(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _leaves(v, out)
+    elif isinstance(value, str | int | float) and not isinstance(value, bool):
+        out.append(str(value))
+
+
+def _collect_path(obj: Any, path: tuple[str, ...], out: list[str]) -> None:
+    if isinstance(obj, list):
+        for item in obj:
+            _collect_path(item, path, out)
+        return
+    if not isinstance(obj, dict) or path[0] not in obj:
+        return
+    if len(path) == 1:
+        _leaves(obj[path[0]], out)
+    else:
+        _collect_path(obj[path[0]], path[1:], out)
+
+
+def _collect_names(obj: Any, names: frozenset[str], out: list[str]) -> None:
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if _local(str(k)) in names:
+                _leaves(v, out)
+            else:
+                _collect_names(v, names, out)
+    elif isinstance(obj, list):
+        for v in obj:
+            _collect_names(v, names, out)
 
 
 def _masked(value: Any) -> Any:
@@ -178,6 +297,15 @@ def mask_document(masker: Masker, obj: Any, content_type: str | None = None) -> 
         return [mask_document(masker, item, content_type) for item in obj]
     if not isinstance(obj, dict):
         return obj
+    # A dead letter's error may quote its record: scrubbed of the record's masked values (the record is the
+    # letter itself in older answers, its "record" member in DeadLetter.to_json).
+    record = obj.get("record") if isinstance(obj.get("record"), dict) else obj
+    if isinstance(obj.get("error"), str) and "value_encoding" in record and isinstance(record.get("value"), str):
+        try:
+            raw = decode_value(record["value"], record["value_encoding"])
+        except ValueError:
+            raw = b""
+        obj = {**obj, "error": masker.scrub(obj["error"], raw, _content_type(record.get("headers")) or content_type)}
     if "value_encoding" in obj and isinstance(obj.get("value"), str):
         content_type = _content_type(obj.get("headers")) or content_type
         value, encoding = masker.mask_text(obj["value"], obj["value_encoding"], content_type)
