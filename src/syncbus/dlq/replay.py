@@ -19,7 +19,7 @@ from datetime import datetime
 from ..bus.base import Bus
 from ..record import H_DEAD_LETTER, H_REPLAY_ROUTE, H_REPLAY_SINK
 from ..state import DeadLetterConflict, DeadLetterNotFound, Store
-from ..state.models import TraceEvent
+from ..state.models import TraceEvent, utcnow
 from .filters import DeadLetterFilter, parse_time
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ async def replay_one(store: Store, bus: Bus, dl_id: str, actor: str, reason: str
         headers[H_REPLAY_SINK] = dl.sink
     else:
         headers.pop(H_REPLAY_SINK, None)
+    # stamped before the publish: the route may deliver the record before the trace event below is written,
+    # and the trace must still read "replayed, then delivered"
+    replayed_at = utcnow()
     try:
         published = await bus.publish(dl.topic, dl.value, dl.key, headers)
     except BaseException as exc:
@@ -93,7 +96,7 @@ async def replay_one(store: Store, bus: Bus, dl_id: str, actor: str, reason: str
                                           "it is pending again", status="pending", refusal="bus")
     where = {"topic": published.topic, "partition": published.partition, "offset": published.offset}
     await asyncio.to_thread(store.end_replay, dl.id, where)
-    event = TraceEvent(record_id=dl.record_id, stage="replayed", route=dl.route,
+    event = TraceEvent(record_id=dl.record_id, stage="replayed", route=dl.route, at=replayed_at,
                        detail={"dead_letter": dl.id, "actor": actor, "reason": reason, **where})
     await asyncio.to_thread(store.add_trace, [event])
     return ReplayResult(dl.id, True, "replayed", published.topic, published.offset, status="replayed")
