@@ -299,7 +299,8 @@ def mask_document(masker: Masker, obj: Any, content_type: str | None = None) -> 
         return obj
     # A dead letter's error may quote its record: scrubbed of the record's masked values (the record is the
     # letter itself in older answers, its "record" member in DeadLetter.to_json).
-    record = obj.get("record") if isinstance(obj.get("record"), dict) else obj
+    nested = obj.get("record")
+    record: dict[str, Any] = nested if isinstance(nested, dict) else obj
     if isinstance(obj.get("error"), str) and "value_encoding" in record and isinstance(record.get("value"), str):
         try:
             raw = decode_value(record["value"], record["value_encoding"])
