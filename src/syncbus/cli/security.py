@@ -68,14 +68,66 @@ def _targets(config_dir: Path | None, bus: str | None, store: str | None) -> Any
                              bus_url=settings.bus_url, store_url=store_url)
 
 
-def _safe(url: str) -> str:
-    from sqlalchemy.engine import make_url
+def _require_files(targets: Any) -> None:
+    """The files backup copies must exist (opening one would create it empty).
+
+    Not ``require_state``: that also connects to a server store, which backup never opens
+    -- it only prints how to dump it -- so an unreachable PostgreSQL must not stop the bus copy.
+    """
+    from .common import NoState
+
+    for path in (targets.bus, targets.store):
+        if path is not None and not path.exists():
+            raise NoState(path)
+
+
+def _libpq_url(store_url: str) -> str | None:
+    """The store URL as pg_dump and pg_restore read it (None: the store is not PostgreSQL).
+
+    libpq refuses SQLAlchemy's ``postgresql+psycopg://``, so the driver part goes; the
+    password goes too (printed text ends up in logs and shell history: PGPASSWORD or
+    ~/.pgpass supply it). Host, port, database, user and TLS parameters are kept.
+    """
+    from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
+    from ..state.db import normalize_url
+
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        url = make_url(normalize_url(store_url))
     except ArgumentError:
-        return "?"
+        return None
+    if url.get_backend_name() != "postgresql":
+        return None
+    query = {k: v for k, v in url.query.items() if k.lower() != "password"}
+    return URL.create("postgresql", username=url.username, host=url.host, port=url.port, database=url.database,
+                      query=query).render_as_string(hide_password=False)
+
+
+def _pg_restore(url: str, dump: Path) -> str:
+    import shlex
+
+    return f"pg_restore --clean --if-exists --dbname {shlex.quote(url)} {shlex.quote(str(dump))}"
+
+
+def _store_guidance(store_url: str, dest: Path, *, bus_copied: bool) -> str:
+    """How to back up a store syncbus does not copy: ``pg_dump`` into ``dest``, and how to restore that."""
+    import shlex
+
+    url = _libpq_url(store_url)
+    if url is None:
+        return "The state store is not a SQLite file: back it up with its database's own tools."
+    dump = dest / "store.pgdump"
+    lines = [f"The state store is PostgreSQL ({url}): syncbus does not copy it; back it up with pg_dump:",
+             *([] if bus_copied else [f"  mkdir -p {shlex.quote(str(dest))}"]),
+             f"  pg_dump --format=custom --file {shlex.quote(str(dump))} --dbname {shlex.quote(url)}",
+             "and restore it, with the node stopped, with",
+             f"  {_pg_restore(url, dump)}",
+             "(the password is not printed: supply it in PGPASSWORD or ~/.pgpass)."]
+    if bus_copied:
+        lines.append("Run pg_dump right after this backup: the store may then know a few records the bus copy "
+                     "does not -- they were accepted after the bus copy and are reported by `syncbus ledger`.")
+    return "\n".join(lines)
 
 
 @app.command("backup")
@@ -85,12 +137,21 @@ def backup_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest")] = False,
     config_dir: ConfigDir = None, bus: BusUrl = None, store: StoreUrl = None,
 ) -> None:
-    """A consistent copy of the embedded bus and the state store, also while `syncbus run` runs."""
-    from ..state.backup import backup, pg_dump_hint
+    """A consistent copy of the embedded bus and the state store, also while `syncbus run` runs.
 
-    settings, targets = _targets(config_dir, bus, store)
-    require_state(settings, bus=targets.bus is not None)
-    hint = None if targets.store is not None else pg_dump_hint(_safe(targets.store_url), dest)
+    With a Kafka bus and a PostgreSQL store there is nothing for syncbus to copy: it prints
+    the pg_dump commands and exits 1 without making a folder, so a scheduled job that runs
+    it is not taken for a working backup.
+    """
+    from ..state.backup import backup
+
+    _, targets = _targets(config_dir, bus, store)
+    _require_files(targets)
+    bus_copied = targets.bus is not None
+    hint = None if targets.store is not None else _store_guidance(targets.store_url, dest, bus_copied=bus_copied)
+    kafka = None if bus_copied else "The bus is Kafka: its records are kept by Kafka's own replication, not here."
+    if hint and kafka:  # nothing to copy: the guidance, then backup() refuses with the error line
+        typer.echo(f"{hint}\n{kafka}", err=True)
     manifest = backup(targets, dest, store_hint=hint)
     if as_json:
         _print_json(manifest)
@@ -98,10 +159,9 @@ def backup_command(
         bus_info = manifest.get("bus", {})
         marks = ", ".join(f"{t}@{o}" for t, o in sorted(bus_info.get("high_water", {}).items())) or "none"
         typer.echo(f"backup written to {dest} in {manifest['seconds']}s; topics (high-water marks): {marks}")
-    if hint:
-        typer.echo(hint, err=True)
-    if targets.bus is None:
-        typer.echo("The bus is Kafka: its records are kept by Kafka's replication, not in this backup.", err=True)
+    for text in (hint, kafka):
+        if text:
+            typer.echo(text, err=True)
 
 
 @app.command("restore")
@@ -112,7 +172,7 @@ def restore_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     config_dir: ConfigDir = None, bus: BusUrl = None, store: StoreUrl = None,
 ) -> None:
-    """Put a backup back in place of the node's files (the current ones are moved aside, not deleted)."""
+    """Put a backup back in place of the node's files, all or nothing (the current ones are moved aside)."""
     from ..state.backup import restore
 
     _, targets = _targets(config_dir, bus, store)
@@ -125,9 +185,12 @@ def restore_command(
     for path in done["restored"]:
         typer.echo(f"restored: {path} (backup of {done['created_at']})")
     typer.echo("Start the node; `syncbus ledger` then shows the fate of every record of the backup.")
-    if targets.store is None:
-        typer.echo("The state store is not a SQLite file: restore it with pg_restore (see `syncbus backup`).",
-                   err=True)
+    if targets.store is not None:
+        return
+    url = _libpq_url(targets.store_url)
+    typer.echo("The state store is PostgreSQL: restore its dump (made with pg_dump, password in PGPASSWORD or "
+               f"~/.pgpass) with\n  {_pg_restore(url, src / 'store.pgdump')}" if url else
+               "The state store is not a SQLite file: restore it with its database's own tools.", err=True)
 
 
 # -- data keys ---------------------------------------------------------------------------------

@@ -8,19 +8,25 @@ record that moves on after the bus copy is simply redelivered after a restore (t
 drop the duplicate by idempotency key) -- nothing accepted before the backup is lost. The
 copy is checked (``PRAGMA quick_check``) and described by ``manifest.json`` (time, sizes,
 SHA-256, high-water mark per topic, committed offsets per route), written last: a folder
-without a manifest is not a finished backup.
+without a manifest is not a finished backup. A backup that fails (a full destination)
+removes what it wrote, so the same command can simply be run again.
 
 PostgreSQL stores and Kafka buses have their own, better tools (``pg_dump``, replication);
-for them the manifest says so and the command prints how.
+for them the manifest says so and the command prints how (cli/security.py).
 
 ``restore`` refuses while a node has the files open -- every SQLite connection in WAL mode
 holds a shared lock on the "DMS" byte of the ``-shm`` file, which a probe can test without
-touching the database -- and moves the current files aside (never deletes them).
+touching the database. It is all or nothing: every file is first copied next to its target
+(``<file>.restoring``); only when all copies are complete are the current files moved aside
+(under names never used before: they are never deleted nor overwritten) and the copies
+renamed into place. Any failure removes the copies and undoes the renames (only a crash
+between two renames can leave the ``.before-restore-`` and ``.restoring`` files to sort out).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -43,10 +49,12 @@ BUS_FILE = "bus.db"
 STORE_FILE = "store.db"
 WAL_DMS_BYTE = 128          # SQLite unix VFS: (22 + 8) * 4 + 8, the byte every WAL connection share-locks
 SIDE_FILES = ("-wal", "-shm", "-journal")
+OURS = (BUS_FILE, STORE_FILE, MANIFEST)   # every name a backup writes starts with one of these
+Moves = list[tuple[Path, Path]]           # renames done so far, (from, to): undone in reverse on failure
 
 
 class BackupError(SyncbusError):
-    """A backup or restore cannot be made as asked; nothing was changed (restore) or finished (backup)."""
+    """A backup or restore cannot be made as asked; nothing was changed (restore) or left behind (backup)."""
 
 
 class NodeRunning(BackupError):
@@ -106,6 +114,54 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """The folders ``mkdir(parents=True)`` would create for ``path``, outermost first (to remove on failure)."""
+    missing: list[Path] = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):  # not empty: something else lives there now
+            folder.rmdir()
+
+
+def _check_space(needs: list[tuple[Path, int]], what: str, outcome: str) -> None:
+    """Refuse before writing anything when a filesystem has less room than the copies about to go there.
+
+    A full disk found halfway costs a cleanup (before: half a restore); asking first names
+    the place and the sizes. Copies headed for the same filesystem are added up.
+    """
+    per_device: dict[int, tuple[Path, Path, int]] = {}
+    for place, size in needs:
+        existing = place
+        while not existing.exists():  # a folder still to be made: its filesystem is its parent's
+            existing = existing.parent
+        first, _, total = per_device.setdefault(existing.stat().st_dev, (place, existing, 0))
+        per_device[existing.stat().st_dev] = (first, existing, total + size)
+    for place, existing, total in per_device.values():
+        free = shutil.disk_usage(existing).free
+        if total > free:
+            raise BackupError(f"not enough free space in {place}: {what} needs {total / 2**20:.1f} MB, only "
+                              f"{free / 2**20:.1f} MB free; {outcome}")
+
+
+# -- backup --------------------------------------------------------------------------------------
+
+
+def _db_bytes(path: Path) -> int:
+    """How big a copy of the database will be (its pages, those still in the WAL too); 0 if unreadable."""
+    try:
+        with _connect(path) as conn:
+            return int(conn.execute("SELECT page_count * page_size FROM pragma_page_count, pragma_page_size")
+                       .fetchone()[0])
+    except sqlite3.Error:
+        return 0  # copy_database says what is wrong with it
+
+
 def copy_database(source: Path, dest: Path) -> None:
     """A consistent copy of a live SQLite database (online backup API, one step), checked, as one file."""
     if not source.is_file():
@@ -120,8 +176,12 @@ def copy_database(source: Path, dest: Path) -> None:
             if check != "ok":
                 raise BackupError(f"the copy of {source} fails its integrity check: {check}")
     except sqlite3.Error as exc:
-        partial.unlink(missing_ok=True)
-        raise BackupError(f"cannot copy {source}: {exc}") from None
+        for leftover in (partial, Path(f"{partial}-journal")):
+            leftover.unlink(missing_ok=True)
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL:
+            raise BackupError(f"the backup destination {dest.parent} is full: {dest.name} could not be written "
+                              "there") from None
+        raise BackupError(f"cannot copy {source} to {dest.parent}: {exc}") from None
     os.replace(partial, dest)
 
 
@@ -143,22 +203,42 @@ def describe(path: Path) -> dict[str, Any]:
     return info
 
 
-def pg_dump_hint(safe_url: str, dest: Path) -> str:
-    return (f"The state store is PostgreSQL ({safe_url}): back it up with its own tool, e.g.\n"
-            f"  pg_dump --format=custom --file {dest / 'store.pgdump'} '<the store URL>'\n"
-            "and restore with\n"
-            "  pg_restore --clean --if-exists --dbname '<the store URL>' store.pgdump\n"
-            "(run pg_dump right after this backup: the store may then know a few records the bus copy does "
-            "not -- they were accepted after the bus copy and are reported by `syncbus ledger`).")
-
-
 def backup(targets: Targets, dest: Path, *, store_hint: str | None = None) -> dict[str, Any]:
-    """Copy the node's local databases into the new folder ``dest``; returns the manifest written there."""
+    """Copy the node's local databases into the new folder ``dest``; returns the manifest written there.
+
+    On failure everything this attempt wrote is removed -- the folder too if it made it --
+    so a rerun is not refused for a non-empty folder and no half backup is mistaken for one.
+    """
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BackupError(f"{dest} exists and is not an empty folder: back up into a new folder")
     if targets.bus is None and targets.store is None:
-        raise BackupError("nothing to back up here: the bus is Kafka and the store is not a SQLite file")
+        raise BackupError("nothing for syncbus to copy here: the bus is Kafka (kept by Kafka's own replication) "
+                          "and the store is not a SQLite file (back it up with its own tools, e.g. pg_dump); no "
+                          "backup folder was made")
+    sources = [p for p in (targets.bus, targets.store if targets.store_separate else None) if p is not None]
+    if missing := [source for source in sources if not source.is_file()]:
+        raise BackupError(f"{missing[0]}: no such database file")
+    _check_space([(dest, sum(_db_bytes(s) for s in sources))], "the backup", "nothing was written")
+    created = _missing_dirs(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_backup(targets, dest, store_hint)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            for entry in dest.iterdir():
+                if entry.name.startswith(OURS):
+                    entry.unlink(missing_ok=True)
+        _remove_dirs(created)
+        removed = "the folder was removed" if created else "what it had written there was removed"
+        if isinstance(exc, BackupError):
+            raise BackupError(f"{exc}; {removed}") from None
+        if isinstance(exc, OSError | sqlite3.Error):
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise BackupError(f"cannot write the backup to {dest}: {reason}; {removed}") from None
+        raise
+
+
+def _write_backup(targets: Targets, dest: Path, store_hint: str | None) -> dict[str, Any]:
     started = time.time()
     manifest: dict[str, Any] = {"format": FORMAT, "syncbus_version": __version__,
                                 "created_at": datetime.fromtimestamp(started, UTC).isoformat(),
@@ -180,6 +260,9 @@ def backup(targets: Targets, dest: Path, *, store_hint: str | None = None) -> di
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, dest / MANIFEST)
     return manifest
+
+
+# -- restore -------------------------------------------------------------------------------------
 
 
 def read_manifest(src: Path) -> dict[str, Any]:
@@ -204,25 +287,84 @@ def _verify(src: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
-def _set_aside(target: Path, stamp: str) -> Path | None:
-    """Move ``target`` and its -wal/-shm out of the way, kept together so the moved database still opens."""
-    if not target.exists():
-        for suffix in SIDE_FILES:
-            Path(str(target) + suffix).unlink(missing_ok=True)  # leftovers of a destroyed file: never apply them
-        return None
-    aside = target.with_name(f"{target.name}.before-restore-{stamp}")
-    os.replace(target, aside)
+def _stamp() -> str:
+    """The time in aside names, to the microsecond (uniqueness is ``_aside_name``'s job, not the clock's)."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def _aside_name(target: Path, stamp: str) -> Path:
+    """``<file>.before-restore-<stamp>[-n]``: the first name that is free together with its -wal/-shm names."""
+    n = 1
+    while True:
+        aside = target.with_name(f"{target.name}.before-restore-{stamp}" + (f"-{n}" if n > 1 else ""))
+        if not any(os.path.lexists(f"{aside}{suffix}") for suffix in ("", *SIDE_FILES)):
+            return aside
+        n += 1
+
+
+def _move(src: Path, dst: Path, moves: Moves) -> None:
+    """Rename ``src`` to ``dst`` but never over an existing file (os.replace would overwrite it)."""
+    try:
+        os.link(src, dst, follow_symlinks=False)  # atomic, and refused if dst exists
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: look, then rename
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
+        os.replace(src, dst)
+    else:
+        os.unlink(src)
+    moves.append((src, dst))
+
+
+def _set_aside(target: Path, stamp: str, moves: Moves) -> list[str]:
+    """Move ``target`` and its -wal/-shm out of the way, kept together so the moved database still opens.
+
+    Side files without their database (leftovers of a destroyed file) are moved aside too:
+    applied to the restored file they would corrupt it.
+    """
+    aside, had_file = _aside_name(target, stamp), os.path.lexists(target)
+    moved = [str(aside)] if had_file else []
+    if had_file:
+        _move(target, aside, moves)
     for suffix in SIDE_FILES:
-        side = Path(str(target) + suffix)
-        if side.exists():
-            os.replace(side, Path(str(aside) + suffix))
-    return aside
+        if os.path.lexists(f"{target}{suffix}"):
+            _move(Path(f"{target}{suffix}"), Path(f"{aside}{suffix}"), moves)
+            moved += [] if had_file else [f"{aside}{suffix}"]
+    return moved
 
 
-def restore(targets: Targets, src: Path, *, force: bool = False) -> dict[str, Any]:
-    """Put the backup in ``src`` back in place of the node's files; returns what was done."""
-    manifest = read_manifest(src)
-    plan: list[tuple[Path, Path]] = []   # (file in the backup, target)
+def _copy_synced(src: Path, dst: Path) -> None:
+    with src.open("rb") as reader, dst.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
+def _sync_dir(folder: Path) -> None:
+    """Make the renames durable: a crash right after restore must not bring the old files back."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # not every filesystem syncs folders
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _undo(moves: Moves) -> list[str]:
+    """Put every renamed file back; returns what could not be (named in the error)."""
+    stuck: list[str] = []
+    for src, dst in reversed(moves):
+        try:
+            os.replace(dst, src)
+        except OSError:
+            stuck.append(f"{src} is at {dst}")
+    return stuck
+
+
+def _plan(targets: Targets, src: Path, manifest: dict[str, Any]) -> list[tuple[Path, Path]]:
+    """(file in the backup, target) pairs, checksums verified; refuses a backup that does not fit the node."""
+    plan: list[tuple[Path, Path]] = []
     bus_entry = manifest.get("bus") or {}
     if "file" in bus_entry:
         if targets.bus is None:
@@ -238,20 +380,57 @@ def restore(targets: Targets, src: Path, *, force: bool = False) -> dict[str, An
         plan.append((_verify(src, store_entry), targets.store))
     if not plan:
         raise BackupError(f"{src}: the backup holds no database file to restore")
+    return plan
+
+
+def restore(targets: Targets, src: Path, *, force: bool = False) -> dict[str, Any]:
+    """Put the backup in ``src`` back in place of the node's files, all or nothing; returns what was done."""
+    manifest = read_manifest(src)
+    plan = _plan(targets, src, manifest)
     for _, target in plan:
         if in_use(target) and not force:
             raise NodeRunning(f"{target} is open in another process (a running `syncbus run`?): stop it first, "
                               "or pass --force if you are sure nothing uses it")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    done: dict[str, Any] = {"restored": [], "set_aside": [], "created_at": manifest.get("created_at")}
-    for backup_file, target in plan:
+    _check_space([(target.parent, copy.stat().st_size) for copy, target in plan], "the restore",
+                 "nothing was changed")
+    created: list[Path] = []
+    for _, target in plan:
+        created += _missing_dirs(target.parent)
         target.parent.mkdir(parents=True, exist_ok=True)
-        aside = _set_aside(target, stamp)
-        if aside is not None:
-            done["set_aside"].append(str(aside))
-        partial = target.with_name(target.name + ".restoring")
-        shutil.copyfile(backup_file, partial)
-        os.replace(partial, target)
-        done["restored"].append(str(target))
-    done["high_water"] = bus_entry.get("high_water", {})
+    staged: list[Path] = []
+
+    def discard() -> None:
+        for partial in staged:
+            partial.unlink(missing_ok=True)
+        _remove_dirs(created)
+
+    try:  # 1. every copy next to its target; the node's files are not touched yet
+        for copy, target in plan:
+            staged.append(target.with_name(target.name + ".restoring"))
+            _copy_synced(copy, staged[-1])
+    except BaseException as exc:
+        discard()
+        if isinstance(exc, OSError):
+            raise BackupError(f"cannot restore: copying {copy} to {staged[-1]} failed: {exc.strerror or exc}; "
+                              "nothing was changed") from None
+        raise
+    done: dict[str, Any] = {"restored": [], "set_aside": [], "created_at": manifest.get("created_at")}
+    moves: Moves = []
+    stamp = _stamp()
+    try:  # 2. only renames: the current files aside, the copies in
+        for (_, target), partial in zip(plan, staged, strict=True):
+            done["set_aside"] += _set_aside(target, stamp, moves)
+            _move(partial, target, moves)
+            done["restored"].append(str(target))
+        for folder in {target.parent for _, target in plan}:
+            _sync_dir(folder)
+    except BaseException as exc:
+        stuck = _undo(moves)
+        discard()
+        if stuck or isinstance(exc, OSError):
+            after = f"could not move back: {'; '.join(stuck)}" if stuck else "the node's files were put back: " \
+                "nothing was changed"
+            raise BackupError(f"cannot restore: moving the copies into place failed ({exc}); {after}") from None
+        raise
+    done["high_water"] = (manifest.get("bus") or {}).get("high_water", {})
     return done
