@@ -336,3 +336,13 @@ def test_version_must_match_the_newest_changelog_entry(compile_yaml):
         fields: {A: a}
     """, name="ok.yaml")
     assert ok.spec.changelog[0].approved_by == "c"
+
+
+def test_a_route_name_longer_than_the_store_keeps_is_refused_at_load(compile_yaml):
+    """The state store keeps route names in 200 characters; PostgreSQL refuses longer ones at the first write."""
+    with pytest.raises(ConfigErrors) as err:
+        compile_yaml(f"mapping: {'r' * 201}\nversion: 1\nowner: t\nsource: {{topic: t}}\n"
+                     "target: {sink: out, format: json}\nfields:\n  A: a\n")
+    assert "m.yaml:1:1: mapping: String should have at most 200 characters" in str(err.value)
+    assert compile_yaml(f"mapping: {'r' * 200}\nversion: 1\nowner: t\nsource: {{topic: t}}\n"
+                        "target: {sink: out, format: json}\nfields:\n  A: a\n").name == "r" * 200

@@ -210,7 +210,8 @@ class MappingSpec(_Strict):
     """A route: where records come from, how they are mapped, where they go."""
 
     mapping: str = Field(
-        description="Unique name; the `route` label everywhere.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+        description="Unique name; the `route` label everywhere.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=200,  # the state store keeps routes in 200 characters (PostgreSQL enforces it)
     )
     version: int = Field(ge=1, description="Bump on every change; stamped on every delivered record.")
     owner: str = Field(description="Process owner: labels metrics and alerts.", min_length=1)

@@ -65,7 +65,7 @@ class SinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(
-        min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="Unique sink name; routes refer to it and metrics label with it.")
     type: str = Field(description="The sink type (an entry point in the `syncbus.sinks` group).")
     retry: RetrySpec = Field(default_factory=RetrySpec, description="Retry policy for failed attempts.")

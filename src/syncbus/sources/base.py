@@ -39,7 +39,7 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, pattern=NAME_PATTERN,
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN,
                       description="Unique source name: the `source` label of metrics, the checkpoint's key.")
     type: str = Field(description="The source type (an entry point in the `syncbus.connectors` group).")
     topic: str = Field(min_length=1, description="Bus topic the records are published to.")
