@@ -154,8 +154,8 @@ class NoState(SyncbusError):
 def _database_has_state(store_url: str) -> bool:
     """Whether a server database (PostgreSQL, ...) holds syncbus's tables; looks only, creates nothing.
 
-    A database that does not exist at all holds no state either (PostgreSQL answers
-    SQLSTATE 3D000); an unreachable server is still an error of its own.
+    An unreachable server, or a database that does not exist at all, is the
+    connection error it always was (it names the database): that is no empty store.
     """
     from ..state.db import Database, StoreError
 
@@ -165,11 +165,6 @@ def _database_has_state(store_url: str) -> bool:
         return True  # a bad URL or a missing driver: Store() reports it as it always did
     try:
         return db.has_state()
-    except StoreError as exc:
-        orig = getattr(exc.__cause__, "orig", None)
-        if getattr(orig, "sqlstate", None) == "3D000":  # invalid_catalog_name: no such database
-            return False
-        raise
     finally:
         db.close()
 

@@ -13,7 +13,8 @@ SQLite specifics, because the CLI and a running node use the file at once:
   with "database is locked" on lock upgrade;
 * state that guards delivery commits with ``synchronous=FULL``; trace events
   use a second pool with ``synchronous=NORMAL`` -- they are observability, and
-  the next FULL commit on the file syncs them too.
+  the next FULL commit on the file syncs them too;
+* ``secure_delete``, so a value re-sealed or deleted leaves no clear text in free pages.
 
 On PostgreSQL the same check-then-write sequences take row locks
 (``SELECT ... FOR UPDATE``) or rely on unique constraints; see the callers.
@@ -176,6 +177,9 @@ class Database:
             cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={synchronous}")
+            # Zero what is deleted or overwritten: payloads re-sealed by `keys rotate` (or purged) must not
+            # stay readable in free pages. Debian's SQLite does this by default; other builds do not.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
