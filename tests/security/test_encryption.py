@@ -33,8 +33,8 @@ def on_disk(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
 
 
-def letter(value: bytes = PAYLOAD) -> DeadLetter:
-    return DeadLetter(route="r", reason="delivery", error="boom", value=value, record_id=os.urandom(4).hex(),
+def letter(value: bytes = PAYLOAD, error: str = "boom") -> DeadLetter:
+    return DeadLetter(route="r", reason="delivery", error=error, value=value, record_id=os.urandom(4).hex(),
                       topic="t", headers={"content-type": "application/json"})
 
 
@@ -53,8 +53,10 @@ def test_dead_letters_audit_and_trace_are_sealed_on_disk(tmp_path: Path) -> None
     db = tmp_path / "store.db"
     with crypto.using(codec(f"k1:{K1}")):
         store = Store(sqlite_url(db))
-        dl_id = store.add(letter())
+        dl_id = store.add(letter(error=f"HTTP 422: rejected {{'TEL': '{PHONE.decode()}'}}"))  # a target's echo
         store.edit(dl_id, PAYLOAD.replace(b"SO-1", b"SO-1b"), "alice", "fix")
+        assert store.get(dl_id).error == f"HTTP 422: rejected {{'TEL': '{PHONE.decode()}'}}"
+        assert [d.id for d in store.list(text="rejected {'TEL'")] == [dl_id]   # searched after opening
         store.add_trace([TraceEvent(record_id="rec-1", stage="received", detail={"phone": PHONE.decode()})])
         assert store.get(dl_id).value == PAYLOAD.replace(b"SO-1", b"SO-1b")
         [edit] = [a for a in store.audit(dl_id) if a.action == "edit"]

@@ -51,6 +51,7 @@ def test_search_opens_sealed_payloads_and_pages_like_sql(store: Store) -> None:
         assert store.count(route="search-r", text="Wang") == 4
         assert [d.key for d in store.list(route="search-r", text="Wang", limit=2, offset=1)] == ["K3", "K1"]
         assert _keys(store, "Li Na") == ["K2"]
+        assert _keys(store, "wANG") == ["K5", "K3", "K1", "K0"]  # ASCII letters in either case, on every database
         assert _keys(store, "nobody") == [] and store.count(route="search-r", text="nobody") == 0
         assert _keys(store, "50%") == []                    # LIKE wildcards are searched for, not obeyed
         assert _keys(store, "Wang", status="replayed") == []  # the other filters still apply
@@ -62,3 +63,13 @@ def test_a_search_over_sealed_rows_without_their_key_is_an_error_not_a_miss(stor
         store.add(_letter(0, b'{"customer": "Wang Lei"}'))
     with crypto.using(crypto.Codec()), pytest.raises(crypto.MissingDataKey, match="data key 'k1'"):
         store.list(route="search-r", text="Wang")
+
+
+def test_clear_payloads_match_the_same_on_every_database(store: Store) -> None:
+    with crypto.using(crypto.Codec()):
+        store.add(_letter(0, '{"note": "Kunnr 王芳 back\\\\slash 100%"}'.encode()))
+        store.add(_letter(1, b'{"note": "nothing here"}', error="ERP says KUNNR unknown"))
+        assert _keys(store, "kunnr") == ["K1", "K0"]
+        assert _keys(store, "王芳") == ["K0"] and _keys(store, "芳 BACK") == ["K0"]
+        assert _keys(store, "back\\\\slash") == ["K0"] and _keys(store, "100%") == ["K0"]
+        assert _keys(store, "347") == [] and _keys(store, "\\347") == []  # not the escape form's octal digits

@@ -17,7 +17,8 @@ limit however many values a node writes over the years; a process re-salts after
 Values written before encryption was turned on do not start with ``SBX1|`` and are read as
 they are (legacy rows pass through). A sealed value whose key is not configured, or that
 does not authenticate, is an error naming the key -- never an empty payload.
-JSON columns hold ``{"$sbx1": "<base64 of the sealed bytes>"}``.
+JSON columns hold ``{"$sbx1": "<base64 of the sealed bytes>"}``, text columns (a dead letter's
+error, which may quote the record) ``$sbx1:<base64 of the sealed bytes>``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ..errors import SyncbusError
 
 MAGIC = b"SBX1|"
 JSON_TAG = "$sbx1"
+TEXT_TAG = JSON_TAG + ":"
 KEY_BYTES = 32
 SALT_BYTES = 16
 IV_BYTES = 12
@@ -214,6 +216,31 @@ class Codec:
             raise UndecryptableValue("an encrypted JSON value is not valid base64") from None
         return orjson.loads(self.open(blob))
 
+    def seal_text(self, text: str | None) -> str | None:
+        """A text column value: ``$sbx1:base64(seal(utf-8))``, or ``text`` unchanged without keys."""
+        if self.keyring is None or text is None:
+            return text
+        return TEXT_TAG + base64.b64encode(self.seal(text.encode("utf-8"))).decode("ascii")
+
+    @staticmethod
+    def text_kid(text: str) -> str | None:
+        """The key id a sealed text value names (None for clear text)."""
+        if not text.startswith(TEXT_TAG):
+            return None
+        try:
+            return Codec.kid_of(base64.b64decode(text[len(TEXT_TAG):], validate=True))
+        except (binascii.Error, ValueError):
+            return None
+
+    def open_text(self, text: str | None) -> str | None:
+        if text is None or not text.startswith(TEXT_TAG):
+            return text
+        try:
+            blob = base64.b64decode(text[len(TEXT_TAG):], validate=True)
+        except (binascii.Error, ValueError):
+            raise UndecryptableValue("an encrypted text value is not valid base64") from None
+        return self.open(blob).decode("utf-8", "replace")
+
     def seal_bus(self, value: bytes) -> bytes:
         """A bus record's value: sealed only with ``SYNCBUS_ENCRYPT_BUS`` (reading always opens)."""
         return self.seal(value) if self.encrypt_bus and self.keyring is not None else value
@@ -276,6 +303,14 @@ def seal_json(obj: Any) -> Any:
 
 def open_json(obj: Any) -> Any:
     return codec().open_json(obj)
+
+
+def seal_text(text: str | None) -> str | None:
+    return codec().seal_text(text)
+
+
+def open_text(text: str | None) -> str | None:
+    return codec().open_text(text)
 
 
 def seal_bus(value: bytes) -> bytes:

@@ -1,15 +1,18 @@
-"""The dead-letter text search (``syncbus dlq list --text``, ``GET /dlq?q=``, the console), encrypted or not.
+"""The dead-letter text search (``syncbus dlq list --text``, ``GET /dlq?text=``, the console), encrypted or not.
 
 The database can look inside payloads stored in clear text only; a payload
 sealed at rest (``SYNCBUS_DATA_KEYS``) is ciphertext to it, so a search left to
 SQL alone would silently miss every encrypted letter -- the ones holding the
-personal data people search for. So the query keeps, beside the rows whose
-payload or error matches, every *sealed* row the other filters let through,
-and those are opened here and matched on their plaintext. A sealed row whose
-key is missing fails the search with the codec's error, as reading it would.
+personal data people search for. So SQL only narrows: it keeps the rows whose
+clear payload or error may match, and every *sealed* row the other filters let
+through; then each row is opened here and matched on its plaintext. A sealed
+row whose key is missing fails the search with the codec's error, as reading it
+would.
 
-Matching follows the database's ``LIKE`` either way: ASCII case-insensitive on
-SQLite, exact on PostgreSQL.
+The match is decided here, one rule on every database: the text anywhere in
+the payload or the error, ASCII letters in either case (what SQLite's ``LIKE``
+does; PostgreSQL's bytea ``LIKE`` is case-sensitive, so there the payload is
+compared in ``encode(value, 'escape')`` form, case-insensitively).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import LargeBinary, Text, cast, literal, or_, select, type_coerce
+from sqlalchemy import LargeBinary, Text, cast, func, literal, or_, select, type_coerce
 from sqlalchemy.engine import Connection
 
 from . import crypto
-from .crypto import MAGIC, Codec
+from .crypto import MAGIC
 from .tables import dead_letters
 
 NEWEST_FIRST = (dead_letters.c.last_failed_at.desc(), dead_letters.c.id.desc())
@@ -39,21 +42,30 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _escape_form(data: bytes) -> str:
+    """``data`` as PostgreSQL's ``encode(…, 'escape')`` writes it: NUL and bytes >= 0x80 as \\ooo, \\ doubled."""
+    return "".join(f"\\{b:03o}" if b == 0 or b >= 0x80 else "\\\\" if b == 0x5C else chr(b) for b in data)
+
+
 def candidates(text: str, sqlite: bool) -> Any:
-    """Rows whose clear payload or error contains ``text``, and every sealed row (matched after opening)."""
+    """Rows that may contain ``text`` (a superset: ``matching_ids`` decides), and every sealed row."""
     pattern = _like(text)
     sealed = MAGIC.decode("ascii") + "%"
-    # SQLite's LIKE never matches a BLOB: compare the payload as text there. PostgreSQL compares bytea with
-    # bytea (the column is only typed as text for SQLAlchemy, which allows LIKE on strings alone).
-    value = cast(dead_letters.c.value, Text) if sqlite else type_coerce(dead_letters.c.value, Text)
-    needle: Any = pattern if sqlite else literal(pattern.encode("utf-8"), LargeBinary)
-    prefix: Any = sealed if sqlite else literal(sealed.encode("ascii"), LargeBinary)
-    return or_(value.like(needle, escape=ESCAPE), dead_letters.c.error.like(pattern, escape=ESCAPE),
-               value.like(prefix))
+    sealed_error = dead_letters.c.error.like(crypto.TEXT_TAG.replace("_", ESCAPE + "_") + "%", escape=ESCAPE)
+    if sqlite:  # SQLite's LIKE never matches a BLOB: compare the payload as text; LIKE is case-insensitive
+        value = cast(dead_letters.c.value, Text)
+        return or_(value.like(pattern, escape=ESCAPE), dead_letters.c.error.like(pattern, escape=ESCAPE),
+                   value.like(sealed), sealed_error)
+    # PostgreSQL: the bytea in its escape form (text), so ILIKE folds ASCII letters as SQLite's LIKE does
+    escaped_value = func.encode(dead_letters.c.value, literal("escape"))
+    prefix = literal(sealed.encode("ascii"), LargeBinary)
+    return or_(escaped_value.ilike(_like(_escape_form(text.encode("utf-8"))), escape=ESCAPE),
+               dead_letters.c.error.ilike(pattern, escape=ESCAPE),
+               type_coerce(dead_letters.c.value, Text).like(prefix), sealed_error)
 
 
-def _contains(haystack: bytes, needle: bytes, sqlite: bool) -> bool:
-    return needle.lower() in haystack.lower() if sqlite else needle in haystack  # bytes.lower(): ASCII only
+def _contains(haystack: bytes, needle: bytes) -> bool:
+    return needle.lower() in haystack.lower()  # bytes.lower(): ASCII letters only, as SQLite's LIKE
 
 
 def matching_ids(conn: Connection, conds: list[Any], text: str, sqlite: bool,
@@ -68,14 +80,10 @@ def matching_ids(conn: Connection, conds: list[Any], text: str, sqlite: bool,
         *conds, candidates(text, sqlite)).order_by(*NEWEST_FIRST)
     ids: list[str] = []
     for row in conn.execute(query):
-        value, error = bytes(row.value), row.error or ""
+        value, error = crypto.open(bytes(row.value)), crypto.open_text(row.error) or ""
         if view is not None:
             ctype = (row.headers or {}).get("content-type")
-            seen_value, seen_error = view(crypto.open(value), ctype if isinstance(ctype, str) else None, error)
-            if not (_contains(seen_error.encode("utf-8"), needle, sqlite) or _contains(seen_value, needle, sqlite)):
-                continue
-        elif Codec.is_sealed(value) and not (_contains(error.encode("utf-8"), needle, sqlite)
-                                             or _contains(crypto.open(value), needle, sqlite)):
-            continue
-        ids.append(str(row.id))
+            value, error = view(value, ctype if isinstance(ctype, str) else None, error)
+        if _contains(value, needle) or _contains(error.encode("utf-8"), needle):
+            ids.append(str(row.id))
     return ids

@@ -64,7 +64,8 @@ class DeadLetterConflict(StoreError):
 
 
 def row_to_dead_letter(row: Any) -> DeadLetter:
-    return DeadLetter(id=row.id, route=row.route, reason=row.reason, error=row.error, attempts=row.attempts,
+    return DeadLetter(id=row.id, route=row.route, reason=row.reason, error=crypto.open_text(row.error) or "",
+                      attempts=row.attempts,
                       first_failed_at=row.first_failed_at, last_failed_at=row.last_failed_at,
                       status=row.status, status_at=row.status_at, mapping_version=row.mapping_version,
                       sink=row.sink, record_id=row.record_id, topic=row.topic, partition=row.partition,
@@ -120,7 +121,7 @@ class DeadLetterStore(Database):
         if existing is not None:
             conn.execute(update(dead_letters).where(dead_letters.c.id == existing.id).values(
                 attempts=dead_letters.c.attempts + dl.attempts, last_failed_at=dl.last_failed_at,
-                error=storable(dl.error), reason=dl.reason, mapping_version=dl.mapping_version))
+                error=crypto.seal_text(storable(dl.error)), reason=dl.reason, mapping_version=dl.mapping_version))
             return str(existing.id)
         if dl.replay_of:
             # The replay's own letter is done: the record was replayed and failed again.
@@ -130,7 +131,8 @@ class DeadLetterStore(Database):
                 conn.execute(update(dead_letters).where(dead_letters.c.id == dl.replay_of).values(
                     status="replayed", status_at=now))
         conn.execute(insert(dead_letters).values(
-            id=dl.id, route=dl.route, reason=dl.reason, error=storable(dl.error), attempts=dl.attempts,
+            id=dl.id, route=dl.route, reason=dl.reason, error=crypto.seal_text(storable(dl.error)),
+            attempts=dl.attempts,
             first_failed_at=dl.first_failed_at, last_failed_at=dl.last_failed_at, status="pending",
             status_at=now, mapping_version=dl.mapping_version, sink=dl.sink, record_id=dl.record_id,
             topic=dl.topic, partition=dl.partition, offset=dl.offset, key=storable(dl.key),

@@ -63,19 +63,25 @@ def _json_kid(codec: Codec, value: Any) -> str | None:
 
 
 def _rotate_dead_letters(db: Database, codec: Codec, current: str, report: RotationReport) -> None:
+    """The payload and the error (which may quote it) of every letter, compare-and-set against both."""
     last = ""
     while True:
         with db._tx() as conn:
-            rows = conn.execute(select(dead_letters.c.id, dead_letters.c.value).where(dead_letters.c.id > last)
-                                .order_by(dead_letters.c.id).limit(BATCH)).all()
+            rows = conn.execute(select(dead_letters.c.id, dead_letters.c.value, dead_letters.c.error)
+                                .where(dead_letters.c.id > last).order_by(dead_letters.c.id).limit(BATCH)).all()
         if not rows:
             return
         last = rows[-1].id
-        changes = [(r.id, bytes(r.value)) for r in rows if codec.kid_of(bytes(r.value)) != current]
+        changes = [(r.id, bytes(r.value), r.error) for r in rows
+                   if codec.kid_of(bytes(r.value)) != current
+                   or (r.error is not None and codec.text_kid(r.error) != current)]
         with db._tx(write=True) as conn:
-            for dl_id, old in changes:
-                conn.execute(update(dead_letters).where(dead_letters.c.id == dl_id, dead_letters.c.value == old)
-                             .values(value=codec.seal(codec.open(old))))
+            for dl_id, old, old_error in changes:
+                same_error = dead_letters.c.error.is_(None) if old_error is None else dead_letters.c.error == old_error
+                conn.execute(update(dead_letters).where(dead_letters.c.id == dl_id, dead_letters.c.value == old,
+                                                        same_error)
+                             .values(value=codec.seal(codec.open(old)),
+                                     error=codec.seal_text(codec.open_text(old_error))))
         report.add("dead_letters", len(changes), len(rows) - len(changes))
 
 
