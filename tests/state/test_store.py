@@ -399,3 +399,13 @@ def test_pending_summary_and_last_delivered(store: Store) -> None:
     store.record_outcomes("r2", [Outcome("z", "dead_lettered", "t", 0, 3)])
     last = store.last_delivered()
     assert list(last) == ["r1"] and before - 1 <= last["r1"] <= datetime.now(UTC).timestamp() + 1
+
+
+def test_trace_details_of_any_json_kind_are_stored_alike(store: Store) -> None:
+    """PostgreSQL wrote JSON with the standard library (a Decimal failed the whole batch); SQLite with orjson."""
+    from decimal import Decimal
+
+    store.add_trace([TraceEvent(record_id="rec-j", stage="mapped",
+                                detail={"amount": Decimal("12.50"), "at": T0, 1: "int key", "nan": float("nan")})])
+    [event] = store.trace("rec-j")
+    assert event.detail == {"amount": "12.50", "at": T0.isoformat(), "1": "int key", "nan": None}

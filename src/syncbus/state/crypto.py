@@ -205,7 +205,8 @@ class Codec:
         """A JSON column value: ``{"$sbx1": base64(seal(json))}``, or ``obj`` unchanged without keys."""
         if self.keyring is None:
             return obj
-        return {JSON_TAG: base64.b64encode(self.seal(orjson.dumps(obj, default=str))).decode("ascii")}
+        text = orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
+        return {JSON_TAG: base64.b64encode(self.seal(text)).decode("ascii")}
 
     def open_json(self, obj: Any) -> Any:
         if not (isinstance(obj, dict) and len(obj) == 1 and isinstance(obj.get(JSON_TAG), str)):

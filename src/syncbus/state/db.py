@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import BigInteger, Engine, bindparam, create_engine, event, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError, SQLAlchemyError
@@ -53,6 +54,10 @@ _SEQ_TYPES = text("""
     WHERE c.table_schema = current_schema() AND c.table_name IN :tables
 """).bindparams(bindparam("tables", expanding=True))
 
+
+
+def _json_text(obj: Any) -> str:
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 class StoreError(SyncbusError):
     """The state store cannot do what was asked (database unreachable, bad URL, invalid input)."""
@@ -98,7 +103,10 @@ class Database:
                 self._engine = self._sqlite_engine(parsed.render_as_string(hide_password=False), "FULL")
                 self._trace_engine = self._sqlite_engine(parsed.render_as_string(hide_password=False), "NORMAL")
             else:
-                self._engine = create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8)
+                # JSON the way the SQLite path writes it (orjson, anything else as str): a Decimal or a
+                # datetime in a trace detail must not fail the whole batch on PostgreSQL only
+                self._engine = create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=8,
+                                             json_serializer=_json_text)
                 self._trace_engine = self._engine
             self._write_engine = self._engine.execution_options(syncbus_immediate=True)
             self._trace_write_engine = self._trace_engine.execution_options(syncbus_immediate=True)

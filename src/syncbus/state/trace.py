@@ -53,7 +53,7 @@ class TraceStore(Database):
         fromts = datetime.fromtimestamp
         dumps = orjson.dumps
         params = [(r[0], r[1], r[2], fromts(r[3], UTC).replace(tzinfo=None).isoformat(" ", "microseconds"),
-                   dumps(seal(r[4]), default=str).decode()) for r in rows]  # issue 12
+                   dumps(seal(r[4]), default=str, option=orjson.OPT_NON_STR_KEYS).decode()) for r in rows]  # issue 12
         with self._tx(engine=self._trace_write_engine) as conn:
             conn.exec_driver_sql(
                 "INSERT INTO trace_events (record_id, route, stage, at, detail) VALUES (?, ?, ?, ?, ?)", params)
