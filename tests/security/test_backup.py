@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from syncbus.state.backup import BackupError, Targets, backup, in_use, restore
+from syncbus.state.backup import BackupError, Targets, backup, in_use
+from syncbus.state.restore import restore
 from tests.e2e.harness import Node, order, wait_until, write_config
 from tests.sinks.target_server import Reply, TargetServer
 

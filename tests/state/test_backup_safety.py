@@ -23,7 +23,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from syncbus.state import backup as backup_module
-from syncbus.state.backup import BackupError, Targets, backup, restore
+from syncbus.state import restore as restore_module
+from syncbus.state.backup import BackupError, Targets, backup
+from syncbus.state.restore import restore
 from tests.e2e.harness import SYNCBUS
 
 MB = 1 << 20
@@ -121,7 +123,7 @@ def test_an_existing_aside_name_is_never_overwritten(tmp_path: Path) -> None:
     for content in ("first", "second", "third"):
         target.write_text(content)
         Path(f"{target}-wal").write_text(f"{content} wal")
-        names += backup_module._set_aside(target, "S", moves)
+        names += restore_module._set_aside(target, "S", moves)
     assert [Path(n).name for n in names] == ["bus.db.before-restore-S", "bus.db.before-restore-S-2",
                                              "bus.db.before-restore-S-4"]
     assert [Path(n).read_text() for n in names] == ["first", "second", "third"]

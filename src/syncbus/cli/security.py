@@ -173,7 +173,7 @@ def restore_command(
     config_dir: ConfigDir = None, bus: BusUrl = None, store: StoreUrl = None,
 ) -> None:
     """Put a backup back in place of the node's files, all or nothing (the current ones are moved aside)."""
-    from ..state.backup import restore
+    from ..state.restore import restore
 
     _, targets = _targets(config_dir, bus, store)
     done = restore(targets, src, force=force)
