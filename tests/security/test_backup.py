@@ -140,6 +140,8 @@ def test_backup_and_restore_refusals(tmp_path: Path) -> None:
     assert manifest["bus"]["high_water"] == {"t": 7} and manifest["bus"]["store_included"]
     with pytest.raises(BackupError, match=r"no manifest\.json"):
         restore(targets, tmp_path / "full")
+    with pytest.raises(BackupError, match="no such folder"):
+        restore(targets, tmp_path / "never-made")
     # Locks are per process: the node is another process.
     script = ("import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1]); "
               "c.execute('SELECT * FROM topics').fetchall(); print('open', flush=True); time.sleep(60)")

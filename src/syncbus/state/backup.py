@@ -260,6 +260,8 @@ def _write_backup(targets: Targets, dest: Path, store_hint: str | None) -> dict[
 
 def read_manifest(src: Path) -> dict[str, Any]:
     path = src / MANIFEST
+    if not src.is_dir():
+        raise BackupError(f"{src}: no such folder (a backup is the folder `syncbus backup` wrote)")
     if not path.is_file():
         raise BackupError(f"{src} is not a finished syncbus backup: it has no {MANIFEST}")
     try:
