@@ -26,7 +26,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterator, Mapping
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from ...workers import ENV_NODE_DIR  # set by the parent of `--workers N` for its workers
@@ -37,6 +37,7 @@ SLOTS = 16_384                      # beyond ratelimit.MAX_KEYS admin keys and e
 PROBE = 16
 
 
+@lru_cache(maxsize=4096)
 def _hash(key: str) -> int:
     """64 bits of the key, never 0 (0 marks a free row)."""
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little") or 1
@@ -81,27 +82,28 @@ class SharedBuckets:
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _row(self, wanted: int) -> int:
-        """The offset of the key's row: its own, else a free one, else the one refilled longest ago."""
+    def _row(self, wanted: int) -> tuple[int, int, float, float]:
+        """The key's row -- its own, else a free one, else the one refilled longest ago -- and what it holds."""
         free = oldest = -1
         oldest_at = float("inf")
         start = wanted % self.slots
+        unpack, buf, size = ROW.unpack_from, self._map, ROW.size
         for i in range(PROBE):
-            offset = ((start + i) % self.slots) * ROW.size
-            stored, _tokens, at = ROW.unpack_from(self._map, offset)
+            offset = ((start + i) % self.slots) * size
+            stored, tokens, at = unpack(buf, offset)
             if stored == wanted:
-                return offset
+                return offset, stored, tokens, at
             if stored == 0:
                 if free < 0:
                     free = offset
             elif at < oldest_at:
                 oldest, oldest_at = offset, at
-        return free if free >= 0 else oldest
+        offset = free if free >= 0 else oldest
+        return (offset, *unpack(buf, offset))
 
     def _refilled(self, wanted: int, rate: float, burst: float, now: float) -> tuple[int, float, float]:
         """The key's row, its tokens now and the time they are counted to (under the lock)."""
-        offset = self._row(wanted)
-        stored, tokens, at = ROW.unpack_from(self._map, offset)
+        offset, stored, tokens, at = self._row(wanted)
         if stored != wanted:  # new here (or its row was taken over): a full bucket
             tokens, at = burst, now
         # another worker may have stored a later time than this one read before the lock: time
@@ -110,16 +112,26 @@ class SharedBuckets:
         return offset, min(burst, tokens + (now - at) * rate), now
 
     def take(self, key: str, rate: float, burst: float, now: float) -> float:
-        """0 when a token was taken, else the seconds until one is free (nothing is taken then)."""
+        """0 when a token was taken, else the seconds until one is free (nothing is taken then).
+
+        Once per limited request: the locks are taken inline, not through ``_locked`` (a generator-based
+        context manager cost as much as the rest of the call)."""
         wanted = _hash(key)
-        with self._locked():
-            offset, tokens, now = self._refilled(wanted, rate, burst, now)
-            wait = 0.0
-            if tokens >= 1.0:
-                tokens -= 1.0
-            else:
-                wait = (1.0 - tokens) / rate
-            ROW.pack_into(self._map, offset, wanted, tokens, now)
+        fd = self._fd
+        with self._lock:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                offset, tokens, now = self._refilled(wanted, rate, burst, now)
+                wait = 0.0
+                if tokens >= 1.0:
+                    tokens -= 1.0
+                else:
+                    wait = (1.0 - tokens) / rate
+                ROW.pack_into(self._map, offset, wanted, tokens, now)
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
         return wait
 
     def level(self, key: str, rate: float, burst: float, now: float) -> float:
@@ -131,8 +143,8 @@ class SharedBuckets:
         """The key starts again with a full bucket (its row is freed)."""
         wanted = _hash(key)
         with self._locked():
-            offset = self._row(wanted)
-            if ROW.unpack_from(self._map, offset)[0] == wanted:
+            offset, stored, _tokens, _at = self._row(wanted)
+            if stored == wanted:
                 ROW.pack_into(self._map, offset, 0, 0.0, 0.0)
 
 
