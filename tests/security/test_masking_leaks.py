@@ -10,6 +10,7 @@ that echoes the record, and the API and console as each key sees them.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -102,3 +103,30 @@ def test_the_console_shows_a_reader_the_same(node: SecureNode) -> None:
             assert shown.status_code == 200, (path, shown.status_code)
             assert PHONE not in shown.text and ID_CARD not in shown.text, path
         assert "SO-LEAK-1" not in client.get(f"/console/dead-letters?text={PHONE[:6]}").text
+
+
+def test_a_reader_finds_what_it_sees_and_nothing_behind_the_mask(node: SecureNode) -> None:
+    with node.client() as client:
+        def total(text: str) -> int:
+            return int(client.get("/dlq", params={"text": text}, headers=_as("reader")).json()["total"])
+
+        assert total('"name":"Wang"') == 1       # the payload as stored, as the reader is shown it
+        assert total("****") == 1                # the mask itself is what the reader sees
+        assert total("'TEL': '****'") == 1       # in the error too
+
+
+def test_after_an_edit_the_old_value_stays_hidden(node: SecureNode) -> None:
+    """Fixing the phone changes the value, not the error that quotes the old one: readers see no error now."""
+    letter = _letter(node, "writer")
+    fixed = {"order_id": "SO-LEAK-1", "seq": 1, "id_card": ID_CARD, "customer": {"phone": "13900000000"}}
+    new_value = node.config_dir / "fixed.json"
+    new_value.write_text(json.dumps(fixed), encoding="utf-8")
+    node.cli("dlq", "edit", letter["id"], "--file", str(new_value), "--reason", "phone corrected")
+    with node.client() as client:
+        seen = _letter(node, "reader")
+        assert seen["edited"] is True and seen["error"].startswith("[masked: the record was edited")
+        assert client.get("/dlq", params={"text": PHONE[:6]}, headers=_as("reader")).json()["total"] == 0
+        trace = client.get(f"/trace/{letter['record_id']}", headers=_as("reader")).text
+        one = client.get(f"/dlq/{letter['id']}", headers=_as("reader")).text
+    for text in (trace, one, json.dumps(seen)):
+        assert PHONE not in text and "13900000000" not in text

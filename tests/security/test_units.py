@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -150,11 +151,31 @@ def test_scrubbing_free_text_of_the_records_masked_values() -> None:
     error = "HTTP 422: {'TEL': '13812345678', 'ID': 110101199001011234, 'serials': ['SN-77', 'SN-78'], 'n': '王芳'}"
     assert masker.scrub(error, value) == \
         "HTTP 422: {'TEL': '****', 'ID': ****, 'serials': ['****', '****'], 'n': '王芳'}"
-    xml = b'<order><customer phone="13812345678"><name>Li</name></customer><id_card>X1</id_card></order>'
-    assert masker.scrub("bad phone=13812345678 id X1", xml, "application/xml") == "bad phone=**** id ****"
+    xml = b'<order><customer phone="13812345678"><name>Li</name></customer><id_card>X1-77</id_card></order>'
+    assert masker.scrub("bad phone=13812345678 id X1-77", xml, "application/xml") == "bad phone=**** id ****"
+    # whole values only: a value inside a longer number or word is left (cutting it out would show where it is)
+    assert masker.scrub("amount 13812345678.5 ok", xml, "application/xml") == "amount ****.5 ok"
+    assert masker.scrub("ref A13812345678 ok", xml, "application/xml") == "ref A13812345678 ok"
+    # a value too short to be told from the text around it: the text is hidden whole if it appears at all
+    short = orjson.dumps({"customer": {"phone": "20"}})
+    assert masker.scrub("after 20.0 s", short) == HIDDEN_TEXT
+    assert masker.scrub("after 2.5 s (attempt 201)", short) == "after 2.5 s (attempt 201)"
     assert masker.scrub("anything at all", b"not json nor xml") == HIDDEN_TEXT   # unreadable: hidden whole
     escaped = orjson.dumps({"customer": {"phone": "电话 138"}})
     assert masker.scrub('{"TEL": "\\u7535\\u8bdd 138"}', escaped) == '{"TEL": "****"}'  # JSON-escaped form
+
+
+def test_a_key_that_is_a_masked_value_is_masked_too() -> None:
+    masker = Masker.from_text("id_card")
+    dl = DeadLetter(route="r", reason="delivery", error="no customer 110101199001011234", record_id="r1", topic="t",
+                    key="110101199001011234", value=b'{"id_card": "110101199001011234"}',
+                    headers={"content-type": "application/json"})
+    seen = masker.letter(dl)
+    assert (seen.key, seen.error) == ("****", "no customer ****")
+    doc = mask_document(masker, dl.to_json())
+    assert doc["key"] == doc["record"]["key"] == "****" and "110101199001011234" not in orjson.dumps(doc).decode()
+    edited = dataclasses.replace(dl, edited=True)
+    assert masker.letter(edited).error.startswith("[masked: the record was edited")
 
 
 def test_a_masked_trace_hides_errors_it_cannot_scrub() -> None:

@@ -73,3 +73,9 @@ def test_clear_payloads_match_the_same_on_every_database(store: Store) -> None:
         assert _keys(store, "王芳") == ["K0"] and _keys(store, "芳 BACK") == ["K0"]
         assert _keys(store, "back\\\\slash") == ["K0"] and _keys(store, "100%") == ["K0"]
         assert _keys(store, "347") == [] and _keys(store, "\\347") == []  # not the escape form's octal digits
+
+
+def test_a_binary_payload_is_searched_past_its_nul_bytes(store: Store) -> None:
+    with crypto.using(crypto.Codec()):
+        store.add(_letter(0, b"\x00\x01\x02 Wang Lei"))
+        assert _keys(store, "Wang") == ["K0"]

@@ -13,11 +13,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import SyncbusError
 from ..state import DeadLetter, Store
-from ..state.deadletter_search import SearchView
 from ..state.models import REASONS, STATUSES, storable
 from ..units import parse_duration
 
@@ -26,6 +25,15 @@ MAX_KEY = 512       # a record key
 MAX_TEXT = 200      # the payload/error search text
 MAX_PAGE = 10_000   # letters in one page or one bulk operation
 FIELDS = ("route", "status", "reason", "sink", "since", "until", "key", "text")
+
+
+class LetterMasker(Protocol):
+    """What a read-only caller's view of dead letters needs (``ingress/security/masking.Masker``)."""
+
+    def letter(self, dl: DeadLetter) -> DeadLetter: ...
+
+    def search_view(self, value: bytes, content_type: str | None, error: str, edited: bool) -> tuple[bytes, str]:
+        ...
 
 
 class FilterError(SyncbusError):
@@ -197,10 +205,18 @@ def check_paging(limit: int, offset: int, max_limit: int = MAX_PAGE) -> None:
 
 
 def list_page(store: Store, flt: DeadLetterFilter, limit: int = 100, offset: int = 0,
-              view: SearchView | None = None) -> Page:
-    """Newest failure first, with the total for "showing x-y of N"; ``view``: what the caller may search in
-    (a read-only key: the masked payload, see ``masking.Masker.search_view``)."""
+              masker: LetterMasker | None = None) -> Page:
+    """Newest failure first, with the total for "showing x-y of N".
+
+    ``masker``: the caller may only see letters masked (``dlq:read``): they come back masked, a text
+    search looks only at what the caller may see, and a ``key`` filter for a key that is itself a masked
+    value finds nothing (it would confirm the value).
+    """
     check_paging(limit, offset)
-    items = store.list(limit=limit, offset=offset, view=view, **flt.store_args())
-    total = store.count(view=view, **flt.store_args())
+    items, total = store.page(limit, offset, view=masker.search_view if masker is not None else None,
+                              **flt.store_args())
+    if masker is not None:
+        items = [masker.letter(d) for d in items]
+        if flt.key is not None and any(d.key != flt.key for d in items):
+            return Page([], 0, offset, limit)
     return Page(items, total, offset, limit)

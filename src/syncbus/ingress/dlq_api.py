@@ -137,8 +137,7 @@ async def list_dead_letters(request: Request, route: str | None = None, status: 
         flt = DeadLetterFilter.parse(route=route, status=status, reason=reason, sink=sink, since=since,
                                      until=until, key=key, text=text)
         masker = masker_for(request)  # a read-only key searches only what it may see (the answer is masked too)
-        page = await asyncio.to_thread(list_page, store, flt, min(limit, 1000), offset,
-                                       masker.search_view if masker is not None else None)
+        page = await asyncio.to_thread(list_page, store, flt, min(limit, 1000), offset, masker)
     except FilterError as exc:
         raise HttpError(400, "bad_request", str(exc)) from None
     return JSONResponse(page.to_json())

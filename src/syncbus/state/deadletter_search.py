@@ -20,16 +20,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import LargeBinary, Text, cast, func, literal, or_, select, type_coerce
+from sqlalchemy import LargeBinary, Text, cast, exists, func, literal, or_, select, true, type_coerce
 from sqlalchemy.engine import Connection
 
 from . import crypto
 from .crypto import MAGIC
-from .tables import dead_letters
+from .tables import dead_letters, dlq_audit
 
 NEWEST_FIRST = (dead_letters.c.last_failed_at.desc(), dead_letters.c.id.desc())
-# (plaintext payload, content type, error) -> what the searching caller may see of them
-SearchView = Callable[[bytes, str | None, str], tuple[bytes, str]]
+# whether a letter's value was ever edited (one indexed lookup per row): masking must know (masking.py)
+EDITED = exists().where(dlq_audit.c.dead_letter_id == dead_letters.c.id, dlq_audit.c.action == "edit") \
+    .label("edited")
+# (plaintext payload, content type, error, edited) -> what the searching caller may see of them
+SearchView = Callable[[bytes, str | None, str, bool], tuple[bytes, str]]
 
 
 # Not the usual backslash: PostgreSQL reads the ESCAPE of a bytea LIKE as a bytea literal, where a lone
@@ -52,10 +55,11 @@ def candidates(text: str, sqlite: bool) -> Any:
     pattern = _like(text)
     sealed = MAGIC.decode("ascii") + "%"
     sealed_error = dead_letters.c.error.like(crypto.TEXT_TAG.replace("_", ESCAPE + "_") + "%", escape=ESCAPE)
-    if sqlite:  # SQLite's LIKE never matches a BLOB: compare the payload as text; LIKE is case-insensitive
-        value = cast(dead_letters.c.value, Text)
-        return or_(value.like(pattern, escape=ESCAPE), dead_letters.c.error.like(pattern, escape=ESCAPE),
-                   value.like(sealed), sealed_error)
+    if sqlite:  # SQLite's LIKE never matches a BLOB: compare the payload as text; LIKE is case-insensitive.
+        value = cast(dead_letters.c.value, Text)  # as text it ends at a NUL byte: instr() sees the whole blob
+        return or_(value.like(pattern, escape=ESCAPE), func.instr(dead_letters.c.value,
+                                                                  literal(text.encode("utf-8"), LargeBinary)) > 0,
+                   dead_letters.c.error.like(pattern, escape=ESCAPE), value.like(sealed), sealed_error)
     # PostgreSQL: the bytea in its escape form (text), so ILIKE folds ASCII letters as SQLite's LIKE does
     escaped_value = func.encode(dead_letters.c.value, literal("escape"))
     prefix = literal(sealed.encode("ascii"), LargeBinary)
@@ -76,14 +80,17 @@ def matching_ids(conn: Connection, conds: list[Any], text: str, sqlite: bool,
     then every candidate is matched on that view alone, so a search cannot reveal what the view hides.
     """
     needle = text.encode("utf-8")
-    query = select(dead_letters.c.id, dead_letters.c.value, dead_letters.c.error, dead_letters.c.headers).where(
-        *conds, candidates(text, sqlite)).order_by(*NEWEST_FIRST)
+    # A masked caller's view holds "****" where the stored text has a value: a search for it cannot be narrowed
+    # by the stored text (anything else it finds in the view, the stored text holds as well).
+    narrow = candidates(text, sqlite) if view is None or "*" not in text else true()
+    query = (select(dead_letters.c.id, dead_letters.c.value, dead_letters.c.error, dead_letters.c.headers, EDITED)
+             .where(*conds, narrow).order_by(*NEWEST_FIRST))
     ids: list[str] = []
-    for row in conn.execute(query):
+    for row in conn.execution_options(stream_results=True, yield_per=500).execute(query):
         value, error = crypto.open(bytes(row.value)), crypto.open_text(row.error) or ""
         if view is not None:
             ctype = (row.headers or {}).get("content-type")
-            value, error = view(value, ctype if isinstance(ctype, str) else None, error)
+            value, error = view(value, ctype if isinstance(ctype, str) else None, error, bool(row.edited))
         if _contains(value, needle) or _contains(error.encode("utf-8"), needle):
             ids.append(str(row.id))
     return ids

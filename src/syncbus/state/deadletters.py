@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import crypto  # issue 12: payloads encrypted at rest (SYNCBUS_DATA_KEYS); legacy rows pass through
 from .db import Database, StoreError
-from .deadletter_search import NEWEST_FIRST, SearchView, matching_ids
+from .deadletter_search import EDITED, NEWEST_FIRST, SearchView, matching_ids
 from .models import (
     OPEN_STATUSES,
     REASONS,
@@ -43,6 +43,7 @@ from .models import (
 from .tables import dead_letters, dlq_audit
 
 SYSTEM_ACTOR = "system"
+
 MAX_IDS_PER_STATEMENT = 500
 
 
@@ -71,7 +72,7 @@ def row_to_dead_letter(row: Any) -> DeadLetter:
                       sink=row.sink, record_id=row.record_id, topic=row.topic, partition=row.partition,
                       offset=row.offset, key=row.key, value=crypto.open(bytes(row.value)),  # issue 12
                       headers=dict(row.headers or {}),
-                      replay_of=row.replay_of)
+                      replay_of=row.replay_of, edited=bool(getattr(row, "edited", False)))
 
 
 def _chunks(items: Sequence[str], size: int = MAX_IDS_PER_STATEMENT) -> Iterable[Sequence[str]]:
@@ -144,7 +145,7 @@ class DeadLetterStore(Database):
 
     def get(self, id: str) -> DeadLetter:
         with self._tx() as conn:
-            row = conn.execute(select(dead_letters).where(dead_letters.c.id == id)).first()
+            row = conn.execute(select(dead_letters, EDITED).where(dead_letters.c.id == id)).first()
         if row is None:
             raise DeadLetterNotFound(id)
         return row_to_dead_letter(row)
@@ -155,17 +156,8 @@ class DeadLetterStore(Database):
              view: SearchView | None = None) -> builtins.list[DeadLetter]:
         """Newest failure first; ``since``/``until`` filter on the last failure time, ``text`` searches payload
         and error (encrypted payloads too, and only what ``view`` shows: ``deadletter_search.py``)."""
-        conds = self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key)
-        with self._tx() as conn:
-            if text:
-                ids = matching_ids(conn, conds, text, self.is_sqlite, view)
-                page = ids[max(0, offset):max(0, offset) + max(0, limit)]
-                rows = {r.id: r for chunk in _chunks(page)
-                        for r in conn.execute(select(dead_letters).where(dead_letters.c.id.in_(chunk)))}
-                return [row_to_dead_letter(rows[i]) for i in page if i in rows]
-            query = select(dead_letters).where(*conds).order_by(*NEWEST_FIRST)
-            query = query.limit(max(0, limit)).offset(max(0, offset))
-            return [row_to_dead_letter(r) for r in conn.execute(query)]
+        return self.page(limit, offset, route=route, status=status, since=since, reason=reason, sink=sink,
+                         until=until, key=key, text=text, view=view, total=False)[0]
 
     def count(self, route: str | None = None, status: str | None = None, since: datetime | None = None, *,
               reason: str | None = None, sink: str | None = None, until: datetime | None = None,
@@ -177,11 +169,31 @@ class DeadLetterStore(Database):
                 return len(matching_ids(conn, conds, text, self.is_sqlite, view))
             return int(conn.execute(select(func.count()).select_from(dead_letters).where(*conds)).scalar_one())
 
+    def page(self, limit: int = 100, offset: int = 0, *, route: str | None = None, status: str | None = None,
+             since: datetime | None = None, reason: str | None = None, sink: str | None = None,
+             until: datetime | None = None, key: str | None = None, text: str | None = None,
+             view: SearchView | None = None, total: bool = True) -> tuple[builtins.list[DeadLetter], int]:
+        """``list`` and ``count`` at once: a text search (which may open every encrypted row) runs once."""
+        conds = self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key)
+        offset, limit = max(0, offset), max(0, limit)
+        with self._tx() as conn:
+            if text:
+                ids = matching_ids(conn, conds, text, self.is_sqlite, view)
+                wanted = ids[offset:offset + limit]
+                rows = {r.id: r for chunk in _chunks(wanted)
+                        for r in conn.execute(select(dead_letters, EDITED).where(dead_letters.c.id.in_(chunk)))}
+                return [row_to_dead_letter(rows[i]) for i in wanted if i in rows], len(ids)
+            query = select(dead_letters, EDITED).where(*conds).order_by(*NEWEST_FIRST).limit(limit).offset(offset)
+            items = [row_to_dead_letter(r) for r in conn.execute(query)]
+            n = int(conn.execute(select(func.count()).select_from(dead_letters).where(*conds)).scalar_one()) \
+                if total else len(items)
+        return items, n
+
     def letters_of_record(self, record_id: str) -> builtins.list[DeadLetter]:
         """Every dead letter of one record (any route, any status): what a masked trace needs to know."""
         with self._tx() as conn:
             return [row_to_dead_letter(r) for r in conn.execute(
-                select(dead_letters).where(dead_letters.c.record_id == record_id))]
+                select(dead_letters, EDITED).where(dead_letters.c.record_id == record_id))]
 
     def _filters(self, route: str | None, status: str | None, since: datetime | None, *, reason: str | None = None,
                  sink: str | None = None, until: datetime | None = None,

@@ -100,6 +100,8 @@ class DeadLetter:
     replay_of: str | None = None     # the dead letter whose replay failed again into this one
     status_at: datetime | None = field(default=None, compare=False)
     id: str = field(default_factory=new_dead_letter_id)
+    # its value was edited: the error (and the trace) may quote values the current one no longer holds
+    edited: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         self.first_failed_at = as_utc(self.first_failed_at)
@@ -139,6 +141,7 @@ class DeadLetter:
             "status": self.status,
             "status_at": self.status_at.isoformat() if self.status_at else None,
             "replay_of": self.replay_of,
+            "edited": self.edited,
             "key": self.key,
             "mapping_version": self.mapping_version,
             "sink": self.sink,

@@ -18,6 +18,7 @@ where the personal data is, none of it is shown (fail closed).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -31,7 +32,8 @@ from ...state.models import DeadLetter, decode_value, encode_value
 MASK = "****"
 UNREADABLE = b"[masked: the payload is not JSON or XML, so it is hidden whole]"
 HIDDEN_TEXT = "[masked: this text may quote a payload that is not JSON or XML, so it is hidden whole]"
-MIN_SECRET = 2   # a one-character value would blank out every error text
+EDITED_TEXT = "[masked: the record was edited since; this text may quote the values it had]"
+MIN_SECRET = 4   # shorter values cannot be told from the digits and words around them (see scrub)
 MAX_PATHS = 200
 
 
@@ -143,24 +145,32 @@ class Masker:
         return scrub(text, self.secrets(value, content_type)) if self else text
 
     def letter(self, dl: DeadLetter) -> DeadLetter:
-        """A dead letter as a read-only key sees it: the value masked, the error scrubbed of masked values."""
+        """A dead letter as a read-only key sees it: the value masked, the error scrubbed of masked values
+        (hidden whole once the value was edited: it may quote values the current one no longer holds),
+        the key masked when it is one of them."""
         if not self:
             return dl
         ctype = dl.headers.get("content-type")
-        return replace(dl, value=self.mask_payload(dl.value, ctype), error=self.scrub(dl.error or "", dl.value, ctype))
+        found = self.secrets(dl.value, ctype)
+        error = EDITED_TEXT if dl.edited and dl.error else scrub(dl.error or "", found)
+        key = MASK if dl.key is not None and found and dl.key in found else dl.key
+        return replace(dl, value=self.mask_payload(dl.value, ctype), error=error, key=key)
 
-    def search_view(self, value: bytes, content_type: str | None, error: str) -> tuple[bytes, str]:
-        """What a text search by a read-only key looks in: the masked payload and the scrubbed error, so a search
-        can never tell whether a masked field holds a value (13812… found or not)."""
-        return self.mask_payload(value, content_type), self.scrub(error, value, content_type)
+    def search_view(self, value: bytes, content_type: str | None, error: str, edited: bool) -> tuple[bytes, str]:
+        """What a text search by a read-only key looks in: the payload as stored and the error, both scrubbed
+        of the masked values, so a search can never tell whether a masked field holds a value (13812… found
+        or not). The stored text, not a re-serialised one: what the search finds is what the database holds."""
+        found = self.secrets(value, content_type)
+        shown = scrub(value.decode("utf-8", "replace"), found).encode("utf-8")
+        return shown, EDITED_TEXT if edited and error else scrub(error, found)
 
     def trace(self, view: dict[str, Any], letters: list[DeadLetter]) -> dict[str, Any]:
         """A record's trace (``dlq/trace_view.py``) as a read-only key sees it: every text in the events
-        scrubbed of the record's masked values, known from its dead letters; without one, an attempt's
-        error (which may quote the record) is hidden."""
+        scrubbed of the record's masked values, known from its dead letters; without one (or after an
+        edit, when the attempts may quote the old value), an attempt's error is hidden."""
         found: list[str] | None = []
         for dl in letters:
-            more = self.secrets(dl.value, dl.headers.get("content-type"))
+            more = None if dl.edited else self.secrets(dl.value, dl.headers.get("content-type"))
             found = None if more is None or found is None else found + more
         if not letters:
             found = None
@@ -196,22 +206,31 @@ class Masker:
 
 
 def scrub(text: str, secrets: list[str] | None) -> str:
-    """``text`` with each secret (in each form it may take there) replaced by ``****``; None: hidden whole."""
+    """``text`` with each secret (in each form it may take there) replaced by ``****``; None: hidden whole.
+
+    Only whole values: a secret must not touch a letter or digit on either side, so ``123`` is not cut out
+    of ``1234.00`` (which would show where it is, and spoil the text). A secret shorter than
+    ``MIN_SECRET`` cannot be told from the text around it: if it appears at all, the text is hidden whole.
+    """
     if not text:
         return text
     if secrets is None:
         return HIDDEN_TEXT
     for secret in sorted({f for s in secrets for f in _forms(s)}, key=len, reverse=True):
-        text = text.replace(secret, MASK)
+        pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(secret) + r"(?![0-9A-Za-z])")
+        if len(secret) < MIN_SECRET:
+            if pattern.search(text):
+                return HIDDEN_TEXT
+            continue
+        text = pattern.sub(MASK, text)
     return text
 
 
-def _forms(secret: str) -> list[str]:
+def _forms(secret: str) -> set[str]:
     """The ways a value shows in an error text: as it is, JSON-escaped (non-ASCII as \\uXXXX), repr'd."""
-    if len(secret) < MIN_SECRET:
-        return []
-    forms = {secret, orjson.dumps(secret).decode()[1:-1], json.dumps(secret)[1:-1], repr(secret)[1:-1]}
-    return [f for f in forms if len(f) >= MIN_SECRET]
+    if not secret:
+        return set()
+    return {secret, orjson.dumps(secret).decode()[1:-1], json.dumps(secret)[1:-1], repr(secret)[1:-1]}
 
 
 def _leaves(value: Any, out: list[str]) -> None:
@@ -306,7 +325,13 @@ def mask_document(masker: Masker, obj: Any, content_type: str | None = None) -> 
             raw = decode_value(record["value"], record["value_encoding"])
         except ValueError:
             raw = b""
-        obj = {**obj, "error": masker.scrub(obj["error"], raw, _content_type(record.get("headers")) or content_type)}
+        found = masker.secrets(raw, _content_type(record.get("headers")) or content_type)
+        error = EDITED_TEXT if obj.get("edited") and obj["error"] else scrub(obj["error"], found)
+        obj = {**obj, "error": error}
+        if found and obj.get("key") in found:  # the route's key is a masked field
+            obj["key"] = MASK
+            if nested is record:
+                obj["record"] = {**record, "key": MASK}
     if "value_encoding" in obj and isinstance(obj.get("value"), str):
         content_type = _content_type(obj.get("headers")) or content_type
         value, encoding = masker.mask_text(obj["value"], obj["value_encoding"], content_type)
