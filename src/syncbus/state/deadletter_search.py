@@ -88,9 +88,12 @@ def matching_ids(conn: Connection, conds: list[Any], text: str, sqlite: bool,
     ids: list[str] = []
     for row in conn.execution_options(stream_results=True, yield_per=500).execute(query):
         value, error = crypto.open(bytes(row.value)), crypto.open_text(row.error) or ""
-        if view is not None:
+        found = _contains(value, needle) or _contains(error.encode("utf-8"), needle)
+        if view is not None and (found or "*" in text):
+            # a view only hides: what the stored text lacks, the view lacks too (and the view costs more)
             ctype = (row.headers or {}).get("content-type")
             value, error = view(value, ctype if isinstance(ctype, str) else None, error, bool(row.edited))
-        if _contains(value, needle) or _contains(error.encode("utf-8"), needle):
+            found = _contains(value, needle) or _contains(error.encode("utf-8"), needle)
+        if found:
             ids.append(str(row.id))
     return ids
