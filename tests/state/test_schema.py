@@ -76,16 +76,20 @@ def pg(pg_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+def writes_past_int32(pg: Engine, store: Store) -> None:
+    """Every seq sequence set past 2^31, then one row of each table written: each gets a number past it."""
+    with pg.begin() as conn:
+        for table in SEQ_TABLES:
+            conn.execute(text("SELECT setval(pg_get_serial_sequence(:t, 'seq'), :v)"), {"t": table, "v": PAST_INT32})
+    seqs = write_one_of_each(store)
+    assert all(seq > PAST_INT32 for seq in seqs.values()), seqs
+
+
 def test_new_postgresql_store_has_64_bit_keys_past_2_31(pg_url: str, pg: Engine) -> None:
     store = Store(pg_url)
     try:
         assert pg_types(pg) == {t: ("bigint", "bigint") for t in SEQ_TABLES}
-        with pg.begin() as conn:
-            for table in SEQ_TABLES:
-                conn.execute(text("SELECT setval(pg_get_serial_sequence(:t, 'seq'), :v)"),
-                             {"t": table, "v": PAST_INT32})
-        seqs = write_one_of_each(store)
-        assert all(seq > PAST_INT32 for seq in seqs.values()), seqs
+        writes_past_int32(pg, store)
     finally:
         store.close()
 
@@ -105,12 +109,7 @@ def test_old_postgresql_store_is_widened_once_when_opened(pg_url: str, pg: Engin
         assert len(widened) == len(SEQ_TABLES)                      # one line per column
         assert all(any(f"widening {t}.seq " in m for m in widened) for t in SEQ_TABLES)
         assert max_seq(store, "trace_events") == 1 and len(store.trace("old")) == 1
-        with pg.begin() as conn:  # an integer sequence refuses this value ("out of bounds")
-            for table in SEQ_TABLES:
-                conn.execute(text("SELECT setval(pg_get_serial_sequence(:t, 'seq'), :v)"),
-                             {"t": table, "v": PAST_INT32})
-        seqs = write_one_of_each(store)
-        assert all(seq > PAST_INT32 for seq in seqs.values()), seqs
+        writes_past_int32(pg, store)  # an integer sequence refuses this value ("out of bounds")
     finally:
         store.close()
     caplog.clear()
