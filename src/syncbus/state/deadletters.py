@@ -163,11 +163,8 @@ class DeadLetterStore(Database):
               reason: str | None = None, sink: str | None = None, until: datetime | None = None,
               key: str | None = None, text: str | None = None, view: SearchView | None = None) -> int:
         """How many ``list`` would return without a limit (for paging)."""
-        conds = self._filters(route, status, since, reason=reason, sink=sink, until=until, key=key)
-        with self._tx() as conn:
-            if text:
-                return len(matching_ids(conn, conds, text, self.is_sqlite, view))
-            return int(conn.execute(select(func.count()).select_from(dead_letters).where(*conds)).scalar_one())
+        return self.page(0, 0, route=route, status=status, since=since, reason=reason, sink=sink, until=until,
+                         key=key, text=text, view=view)[1]
 
     def page(self, limit: int = 100, offset: int = 0, *, route: str | None = None, status: str | None = None,
              since: datetime | None = None, reason: str | None = None, sink: str | None = None,
@@ -184,7 +181,7 @@ class DeadLetterStore(Database):
                         for r in conn.execute(select(dead_letters, EDITED).where(dead_letters.c.id.in_(chunk)))}
                 return [row_to_dead_letter(rows[i]) for i in wanted if i in rows], len(ids)
             query = select(dead_letters, EDITED).where(*conds).order_by(*NEWEST_FIRST).limit(limit).offset(offset)
-            items = [row_to_dead_letter(r) for r in conn.execute(query)]
+            items = [row_to_dead_letter(r) for r in conn.execute(query)] if limit else []
             n = int(conn.execute(select(func.count()).select_from(dead_letters).where(*conds)).scalar_one()) \
                 if total else len(items)
         return items, n
