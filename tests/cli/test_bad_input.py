@@ -36,10 +36,11 @@ def check(run, baseline, *needles: str):
     assert len(lines) == 1, text
     for needle in needles:
         assert needle in lines[0], lines[0]
-    # hostile input must add neither time nor memory beyond a normal run
-    # (CPU time: wall time on a shared 2-core machine measures the neighbours)
-    assert run.cpu_seconds < 1.0, run
-    assert run.cpu_seconds < baseline.cpu_seconds + 0.3, (run, baseline)
+    # hostile input must add neither time nor memory beyond a normal run (CPU time: wall time on a shared
+    # 2-core machine measures the neighbours). Relative to the normal run only: the start-up alone costs
+    # 0.7-1.2 CPU-s here depending on the machine's load, so a fixed bound failed on busy runs; an entity
+    # expansion or a read of the whole 100 MB costs seconds, far beyond the margin.
+    assert run.cpu_seconds < baseline.cpu_seconds + 0.5, (run, baseline)
     assert run.max_rss_mb < baseline.max_rss_mb + 30, (run.max_rss_mb, baseline.max_rss_mb)
 
 
